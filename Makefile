@@ -1,0 +1,61 @@
+# qga-passthrough: the front door.  See README.md.
+#
+#   make demo     build what is missing, boot the tiny guest, talk to its agent
+#   make check    build what is missing and run every check
+#
+# Steps (each builds what it needs first):
+#   make deps          install build/test dependencies (root, apt; idempotent)
+#   make source        download the pinned Debian qemu source package (cached)
+#   make tree          build/qemu: the source as git, tagged 'upstream', + our series
+#   make build         configure (once) and build QEMU in build/qemu/build
+#   make guest         the tiny guests (our qemu-ga; Debian bookworm's 7.2)
+#   make export        regenerate patches/ from the tree's commits upstream..HEAD
+#   make export-check  fail when the tree holds work that patches/ does not
+#   make clean         remove QEMU's build directory (the tree and caches stay)
+#   make distclean     remove build/ entirely (downloads and ccache stay cached)
+
+SHELL := /bin/bash
+TREE  := build/qemu
+QEMU  := $(TREE)/build/qemu-system-x86_64
+QGA   := $(TREE)/build/qga/qemu-ga
+PYTHON := /usr/bin/python3
+# make check T=agent: only the checks whose name contains 'agent'
+T ?=
+
+.PHONY: all deps source tree build guest export export-check check demo clean distclean bench
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+source: deps
+	@scripts/source.sh >/dev/null
+
+tree: source
+	@scripts/tree.sh $(TREE)
+
+build: tree
+	@scripts/build.sh $(TREE)
+
+guest: build
+	@guest/make-guest.sh build/guest/current $(QGA)
+	@guest/make-guest.sh build/guest/bookworm bookworm
+
+export:
+	@scripts/export.sh $(TREE)
+
+export-check:
+	@scripts/export.sh --check $(TREE)
+
+check: guest
+	@$(PYTHON) tests/run.py $(if $(T),-k $(T))
+
+demo: guest
+	@$(PYTHON) scripts/demo.py
+
+clean:
+	rm -rf $(TREE)/build
+
+distclean:
+	rm -rf build

@@ -1,0 +1,44 @@
+#!/bin/bash
+# scripts/build.sh DIR: configure (once) and build the lean x86_64 QEMU in
+# DIR/build.  Incremental: ninja only rebuilds what changed.
+set -euo pipefail
+
+DIR=${1:?usage: build.sh DIR}
+JOBS=${JOBS:-$(nproc)}
+B=$DIR/build
+
+# ccache (meson picks it up by itself when it is on PATH)
+export CCACHE_DIR=${CCACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/qga-passthrough/ccache}
+export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
+# sloppiness needed for hits across different checkout paths and __DATE__/__TIME__
+export CCACHE_BASEDIR=$(cd "$DIR" && pwd)
+export CCACHE_SLOPPINESS=${CCACHE_SLOPPINESS:-time_macros,include_file_mtime,include_file_ctime}
+
+FIRMWARE_DIRS=(/usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu)
+CONFIGURE_ARGS=(
+    --python=/usr/bin/python3
+    --disable-download --disable-install-blobs
+    "--firmwarepath=$(IFS=:; echo "${FIRMWARE_DIRS[*]}")"
+    --target-list=x86_64-softmmu
+    --without-default-features
+    --enable-guest-agent --enable-slirp --enable-pixman --enable-fdt=system
+    --disable-docs
+)
+
+stamp=$B/.qga-configure-args
+if [ ! -f "$B/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${CONFIGURE_ARGS[*]}" ]; then
+    rm -rf "$B"
+    mkdir -p "$B"
+    (cd "$B" && ../configure "${CONFIGURE_ARGS[@]}")
+    echo "${CONFIGURE_ARGS[*]}" > "$stamp"
+fi
+ninja -C "$B" -j "$JOBS"
+
+# A QEMU run from its build directory looks for firmware under qemu-bundle/
+# (util/cutils.c:get_relocated_path); point those paths at Debian's firmware.
+for d in "${FIRMWARE_DIRS[@]}"; do
+    if [ -d "$d" ] && [ ! -e "$B/qemu-bundle$d" ]; then
+        mkdir -p "$(dirname "$B/qemu-bundle$d")"
+        ln -sfn "$d" "$B/qemu-bundle$d"
+    fi
+done

@@ -1,0 +1,95 @@
+"""QEMU's own tests that the series touches, run from the build tree.
+
+QMP (qmp-test with its OOB test, qmp-cmd-test), the QAPI generator's schema
+regression tests, the QMP dispatcher unit test (test-qmp-cmds), chardev
+(test-char), qemu-ga (test-qga) and virtio-serial (the virtio-serial paths
+of qos-test).  A check fails when meson reports a failure or when the test
+did not actually run (skipped, or no subtest matched).
+"""
+
+import os
+import re
+import subprocess
+
+from harness import BUILD, QEMU
+
+
+def meson_test(name, test_args=None, expect_in_log=None):
+    logbase = "qga-" + re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")
+    cmd = ["meson", "test", "--no-rebuild", "--print-errorlogs",
+           "--logbase", logbase]
+    if test_args:
+        cmd += ["--test-args", test_args]
+    cmd.append(name)
+    env = dict(os.environ, QTEST_QEMU_BINARY=QEMU)
+    proc = subprocess.run(cmd, cwd=BUILD, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          check=False)
+    out = proc.stdout
+    with open(os.path.join(BUILD, "meson-logs", logbase + ".txt"),
+              encoding="utf-8", errors="replace") as f:
+        log = f.read()
+    assert proc.returncode == 0, "%s failed:\n%s" % (name, out[-20000:])
+    ok = re.search(r"^Ok:\s+(\d+)", out, re.M)
+    skipped = re.search(r"^Skipped:\s+(\d+)", out, re.M)
+    assert ok and int(ok.group(1)) >= 1, "%s did not run:\n%s" % (name, out)
+    assert skipped and int(skipped.group(1)) == 0, "%s skipped:\n%s" % (
+        name, out)
+    if expect_in_log:
+        n = len(re.findall(expect_in_log, log))
+        assert n > 0, "%s: no subtest matched %r:\n%s" % (
+            name, expect_in_log, log[-5000:])
+    subtests = len(re.findall(r"^ok \d+", log, re.M))
+    print("%s: ok (%d TAP subtests passed)" % (name, subtests))
+
+
+def test_qapi_schema_regression():
+    meson_test("QAPI schema regression tests")
+
+
+def test_unit_qmp_cmds():
+    meson_test("test-qmp-cmds")
+
+
+def test_unit_qmp_event():
+    meson_test("test-qmp-event")
+
+
+def test_unit_char():
+    meson_test("test-char")
+
+
+def test_unit_qga():
+    meson_test("test-qga")
+
+
+def test_qtest_qmp():
+    meson_test("qtest-x86_64/qmp-test")
+
+
+def test_qtest_qmp_cmd():
+    meson_test("qtest-x86_64/qmp-cmd-test")
+
+
+def test_qtest_virtio_serial():
+    """The virtio-serial cases of qos-test.  glib's -p wants full test
+    paths, and meson's TAP parser rejects qos-test's output for several -p,
+    so each case runs on its own."""
+    qos = os.path.join(BUILD, "tests", "qtest", "qos-test")
+    env = dict(os.environ, QTEST_QEMU_BINARY=QEMU)
+    listing = subprocess.run([qos, "-l"], env=env, text=True, cwd=BUILD,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             check=True).stdout
+    paths = [l.strip() for l in listing.splitlines()
+             if l.startswith("/x86_64/") and "/virtio-serial" in l]
+    assert any(p.endswith("virtio-serial-tests/hotplug") for p in paths), \
+        "qos-test lists no virtio-serial hotplug test:\n" + listing
+    for path in paths:
+        proc = subprocess.run([qos, "--tap", "-p", path], env=env, text=True,
+                              cwd=BUILD, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=300,
+                              check=False)
+        assert proc.returncode == 0, proc.stdout
+        assert re.search(r"^ok 1 %s$" % re.escape(path), proc.stdout, re.M), \
+            proc.stdout
+    print("qos-test: %d virtio-serial cases passed" % len(paths))

@@ -1,0 +1,138 @@
+"""Series hygiene: checkpatch, clean application, stable export, export-check."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+
+from harness import TOP, TREE
+
+PATCHES = os.path.join(TOP, "patches")
+EXPORT = os.path.join(TOP, "scripts", "export.sh")
+
+
+def run(cmd, cwd=None, check=True):
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s"
+                             % (" ".join(cmd), proc.returncode, proc.stdout))
+    return proc
+
+
+def git(*args, cwd):
+    return run(["git", "-c", "user.name=qga-test",
+                "-c", "user.email=qga-test@localhost"] + list(args), cwd=cwd)
+
+
+def series():
+    with open(os.path.join(PATCHES, "series"), encoding="utf-8") as f:
+        return [l.strip() for l in f
+                if l.strip() and not l.startswith("#")]
+
+
+def checkpatch(path):
+    return run(["./scripts/checkpatch.pl", path], cwd=TREE, check=False)
+
+
+def test_checkpatch_finds_problems():
+    """checkpatch.pl as we run it does report a bad patch (so a clean
+    result for our series means something)."""
+    bad = ("From: Someone <someone@example.org>\n"
+           "Subject: [PATCH] util: bad\n\n"
+           "no sign-off here\n---\n"
+           "diff --git a/util/cutils.c b/util/cutils.c\n"
+           "--- a/util/cutils.c\n+++ b/util/cutils.c\n"
+           "@@ -1,1 +1,2 @@\n /*\n+int x = 1;   \n")
+    with tempfile.NamedTemporaryFile("w", suffix=".patch") as f:
+        f.write(bad)
+        f.flush()
+        proc = checkpatch(f.name)
+    assert proc.returncode != 0, proc.stdout
+    assert "trailing whitespace" in proc.stdout, proc.stdout
+    assert "Signed-off-by" in proc.stdout, proc.stdout
+
+
+def test_checkpatch_clean():
+    """Every patch of the series: 0 errors, 0 warnings."""
+    bad = []
+    for p in series():
+        proc = checkpatch(os.path.join(PATCHES, p))
+        out = proc.stdout
+        if proc.returncode != 0 or "total: 0 errors, 0 warnings" not in out:
+            bad.append("%s:\n%s" % (p, out))
+    assert not bad, "\n".join(bad)
+    print("checkpatch: %d patch(es) clean" % len(series()))
+
+
+def test_series_applies_to_pristine_tree():
+    """git am of patches/ on the pristine base (no fuzz, no 3-way) gives
+    exactly the tree we build and test."""
+    tmp = tempfile.mkdtemp(prefix="qga-pristine-")
+    try:
+        clone = os.path.join(tmp, "qemu")
+        run(["git", "clone", "-q", "--shared", "--no-checkout", TREE, clone])
+        git("checkout", "-q", "upstream", cwd=clone)
+        for p in series():
+            proc = run(["git", "-c", "user.name=qga-test",
+                        "-c", "user.email=qga-test@localhost", "am", "-q",
+                        os.path.join(PATCHES, p)], cwd=clone, check=False)
+            assert proc.returncode == 0, "%s does not apply:\n%s" % (
+                p, proc.stdout)
+        got = git("rev-parse", "HEAD^{tree}", cwd=clone).stdout.strip()
+        want = git("rev-parse", "HEAD^{tree}", cwd=TREE).stdout.strip()
+        dirty = git("status", "--porcelain", "--untracked-files=no",
+                    cwd=TREE).stdout.strip()
+        if not dirty:
+            assert got == want, ("the series gives tree %s, build/qemu is at "
+                                 "%s: run make export-check" % (got, want))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_reexport_is_byte_identical():
+    tmp = tempfile.mkdtemp(prefix="qga-export-")
+    try:
+        run([EXPORT, TREE, tmp])
+        want = sorted(os.listdir(PATCHES))
+        got = sorted(os.listdir(tmp))
+        assert got == want, "files differ: %s vs %s" % (got, want)
+        for name in want:
+            with open(os.path.join(PATCHES, name), "rb") as a, \
+                    open(os.path.join(tmp, name), "rb") as b:
+                assert a.read() == b.read(), "%s changes on re-export" % name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_export_check():
+    """export-check passes on a clean tree, fails (and says what) on a
+    dirty one and on one with an unexported commit, passes after export."""
+    tmp = tempfile.mkdtemp(prefix="qga-export-check-")
+    try:
+        clone = os.path.join(tmp, "qemu")
+        pdir = os.path.join(tmp, "patches")
+        run(["git", "clone", "-q", "--shared", TREE, clone])
+        run([EXPORT, clone, pdir])
+        run([EXPORT, "--check", clone, pdir])
+
+        with open(os.path.join(clone, "VERSION"), "a", encoding="utf-8") as f:
+            f.write("\n")
+        proc = run([EXPORT, "--check", clone, pdir], check=False)
+        assert proc.returncode != 0, proc.stdout
+        assert "VERSION" in proc.stdout, proc.stdout
+
+        git("commit", "-q", "-a", "-s", "-m", "version: test change", cwd=clone)
+        proc = run([EXPORT, "--check", clone, pdir], check=False)
+        assert proc.returncode != 0, proc.stdout
+        assert "version-test-change.patch" in proc.stdout, proc.stdout
+
+        run([EXPORT, clone, pdir])
+        run([EXPORT, "--check", clone, pdir])
+        # an extra patch that the tree does not have is reported too
+        git("reset", "-q", "--hard", "HEAD~1", cwd=clone)
+        proc = run([EXPORT, "--check", clone, pdir], check=False)
+        assert proc.returncode != 0, proc.stdout
+        assert "version-test-change.patch" in proc.stdout, proc.stdout
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
