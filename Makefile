@@ -51,6 +51,9 @@ export-check:
 check: guest
 	@$(PYTHON) tests/run.py $(if $(T),-k $(T))
 
+bench: guest
+	@$(PYTHON) scripts/bench-boot.py
+
 demo: guest
 	@$(PYTHON) scripts/demo.py
 
