@@ -221,6 +221,11 @@ fi
 mkdir -p /dev/virtio-ports
 ln -sf "$PORT" /dev/virtio-ports/$NAME
 ip link set lo up &
+# qga.shell: a shell on the serial console, so that tests can act in the
+# guest without the agent (e.g. kill qemu-ga to close and reopen the port)
+case " $CMDLINE " in
+    *" qga.shell "*) setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' & ;;
+esac
 # qga.noagent on the kernel command line: boot without starting qemu-ga
 # qga.args=a,b: extra qemu-ga options
 case " $CMDLINE " in *" qga.noagent "*) echo "qga-mini: not starting qemu-ga" > /dev/console; exec sh ;; esac

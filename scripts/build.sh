@@ -7,7 +7,12 @@ DIR=${1:?usage: build.sh DIR}
 JOBS=${JOBS:-$(nproc)}
 B=$DIR/build
 
-# ccache (meson picks it up by itself when it is on PATH)
+# ccache: QEMU's configure names the compiler ('cc') in meson's cross file,
+# so meson does not add ccache by itself; put ccache's masquerade directory
+# first on PATH when configuring, and meson records /usr/lib/ccache/cc.
+# NOHASHDIR + BASEDIR give hits across checkouts in different directories.
+[ -x /usr/lib/ccache/cc ] && export PATH=/usr/lib/ccache:$PATH
+export CCACHE_NOHASHDIR=1
 export CCACHE_DIR=${CCACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/qga-passthrough/ccache}
 export CCACHE_MAXSIZE=${CCACHE_MAXSIZE:-5G}
 # sloppiness needed for hits across different checkout paths and __DATE__/__TIME__

@@ -7,7 +7,6 @@ launcher, agent client) before any passthrough code is involved.
 
 import os
 import secrets
-import time
 
 from harness import (TREE, AgentError, Guest, agent_exec, agent_read_file)
 
@@ -59,13 +58,26 @@ def test_harness_fails_without_agent():
     """Negative control: a guest that boots but starts no qemu-ga makes
     the harness's sync fail (so the tests above cannot pass vacuously)."""
     with Guest("current", append="qga.noagent") as g:
-        deadline = time.monotonic() + 120
-        while "not starting qemu-ga" not in g.console():
-            assert time.monotonic() < deadline, g.console()
-            time.sleep(0.1)
+        g.wait_console("not starting qemu-ga")
         try:
             g.agent.sync(timeout=5)
         except AgentError as e:
             print("as expected: %s" % e)
         else:
             raise AssertionError("sync succeeded with no agent running")
+
+
+def test_socket_agent_restart():
+    """qemu-ga killed in the guest (through the console shell) closes the
+    port; the guest restarts it and a fresh sync reaches the new agent."""
+    with Guest("current", shell=True) as g:
+        g.wait_agent()
+        pid1 = agent_exec(g.agent, "/bin/pidof", ["qemu-ga"])["out-data"].strip()
+        assert pid1.isdigit(), pid1
+        g.shell("kill %s" % pid1.decode())
+        g.wait_console("qemu-ga exited")
+        g.wait_agent()
+        pid2 = agent_exec(g.agent, "/bin/pidof", ["qemu-ga"])["out-data"].strip()
+        assert pid2 != pid1, (pid1, pid2)
+        print("qemu-ga %s killed, %s answered after resync"
+              % (pid1.decode(), pid2.decode()))

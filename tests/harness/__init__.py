@@ -163,7 +163,7 @@ class Guest:
     """
 
     def __init__(self, variant="current", agent="socket", append="",
-                 extra_args=()):
+                 extra_args=(), shell=False):
         self.dir = tempfile.mkdtemp(prefix="qga-test-")
         self.guest_dir = os.path.join(GUESTS, variant)
         for f in ("vmlinux", "initrd.cpio"):
@@ -178,10 +178,19 @@ class Guest:
             "-kernel", os.path.join(self.guest_dir, "vmlinux"),
             "-initrd", os.path.join(self.guest_dir, "initrd.cpio"),
             "-append", (KERNEL_APPEND + " " + append).strip(),
-            "-chardev", "file,id=con0,path=%s" % self.console_log,
             "-serial", "chardev:con0",
             "-device", "virtio-serial-pci,id=vser0",
         ]
+        self.console_path = os.path.join(self.dir, "console.sock")
+        self.console_sock = None
+        if shell:
+            # a shell on the console (see guest/make-guest.sh), reached
+            # through a socket; the chardev's logfile records the output
+            args[args.index("-append") + 1] += " qga.shell"
+            args += ["-chardev", "socket,id=con0,path=%s,server=on,wait=off,"
+                     "logfile=%s" % (self.console_path, self.console_log)]
+        else:
+            args += ["-chardev", "file,id=con0,path=%s" % self.console_log]
         if agent == "socket":
             args += ["-chardev", "socket,id=qga0,path=%s,server=on,wait=off"
                      % self.agent_path]
@@ -204,6 +213,23 @@ class Guest:
         self.agent.sync(timeout)
         return time.monotonic() - self.t0
 
+    def shell(self, command):
+        """Type a command into the guest's console shell (shell=True)."""
+        if self.console_sock is None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(self.console_path)
+            self.console_sock = sock
+        self.console_sock.sendall(command.encode() + b"\n")
+
+    def wait_console(self, text, timeout=BOOT_TIMEOUT):
+        """Wait until the console output contains text."""
+        deadline = time.monotonic() + timeout
+        while text not in self.console():
+            if time.monotonic() > deadline:
+                raise AssertionError("console never showed %r:\n%s"
+                                     % (text, self.console()[-3000:]))
+            time.sleep(0.05)
+
     def console(self):
         try:
             with open(self.console_log, encoding="utf-8",
@@ -216,6 +242,8 @@ class Guest:
         try:
             if self.agent:
                 self.agent.close()
+            if self.console_sock:
+                self.console_sock.close()
             self.vm.shutdown(timeout=10)
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)
