@@ -5,15 +5,10 @@ management tools do today.  They prove the harness (guest builder, QEMU
 launcher, agent client) before any passthrough code is involved.
 """
 
-import os
 import secrets
 
-from harness import (TREE, AgentError, Guest, agent_exec, agent_read_file)
-
-
-def tree_version():
-    with open(os.path.join(TREE, "VERSION"), encoding="utf-8") as f:
-        return f.read().strip()
+from harness import (AgentError, Guest, agent_exec, agent_read_file,
+                     tree_version)
 
 
 def exercise_agent(agent):

@@ -67,6 +67,11 @@ def test_qtest_qmp():
     meson_test("qtest-x86_64/qmp-test")
 
 
+def test_qtest_qga_passthrough():
+    """The agent channel against a fake agent (and a real qemu-ga)."""
+    meson_test("qtest-x86_64/qga-passthrough-test")
+
+
 def test_qtest_qmp_cmd():
     meson_test("qtest-x86_64/qmp-cmd-test")
 

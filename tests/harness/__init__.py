@@ -12,6 +12,7 @@ import base64
 import json
 import os
 import random
+import secrets
 import shutil
 import socket
 import sys
@@ -47,6 +48,12 @@ AGENT_PORT = "org.qemu.guest_agent.0"
 # two-core machine is slow.  They are failure bounds, not expectations.
 BOOT_TIMEOUT = float(os.environ.get("QGA_BOOT_TIMEOUT", "120"))
 REPLY_TIMEOUT = float(os.environ.get("QGA_REPLY_TIMEOUT", "60"))
+
+
+def tree_version():
+    """QEMU's version; qemu-ga reports the same in guest-info."""
+    with open(os.path.join(TREE, "VERSION"), encoding="utf-8") as f:
+        return f.read().strip()
 
 
 class AgentError(Exception):
@@ -163,7 +170,7 @@ class Guest:
     """
 
     def __init__(self, variant="current", agent="socket", append="",
-                 extra_args=(), shell=False):
+                 extra_args=(), shell=False, monitors=0, qga_opts=""):
         self.dir = tempfile.mkdtemp(prefix="qga-test-")
         self.guest_dir = os.path.join(GUESTS, variant)
         for f in ("vmlinux", "initrd.cpio"):
@@ -194,8 +201,19 @@ class Guest:
         if agent == "socket":
             args += ["-chardev", "socket,id=qga0,path=%s,server=on,wait=off"
                      % self.agent_path]
-        args += ["-device", "virtserialport,id=qgaport,chardev=qga0,name=%s"
-                 % AGENT_PORT]
+        elif agent == "qga":
+            # the passthrough: QEMU owns the agent channel
+            args += ["-chardev", "qga,id=qga0" + qga_opts]
+        # extra QMP monitors, for QMP client libraries (qemu.qmp.QMPClient)
+        self.monitors = []
+        for i in range(monitors):
+            path = os.path.join(self.dir, "qmp%d.sock" % i)
+            args += ["-chardev", "socket,id=qmp%d,path=%s,server=on,wait=off"
+                     % (i, path), "-mon", "chardev=qmp%d,mode=control" % i]
+            self.monitors.append(path)
+        if agent != "none":
+            args += ["-device", "virtserialport,id=qgaport,chardev=qga0,"
+                     "name=%s" % AGENT_PORT]
         args += list(extra_args)
         self.vm = QEMUMachine(QEMU, args=args, base_temp_dir=self.dir,
                               log_dir=self.dir)
@@ -209,9 +227,22 @@ class Guest:
         return self
 
     def wait_agent(self, timeout=BOOT_TIMEOUT):
-        """Sync with the agent over its socket; returns seconds since start."""
-        self.agent.sync(timeout)
+        """Wait until the agent is usable; returns seconds since start.
+
+        With a socket chardev: sync with the agent over its socket.  With
+        the passthrough: wait for QEMU's GUEST_AGENT_AVAILABLE event.
+        """
+        if self.agent:
+            self.agent.sync(timeout)
+        else:
+            self.vm.event_wait("GUEST_AGENT_AVAILABLE", timeout=timeout)
         return time.monotonic() - self.t0
+
+    def qmp_error(self, cmd, **args):
+        """Run a QMP command that must fail; returns its error object."""
+        rsp = self.vm.qmp(cmd, **args)
+        assert "error" in rsp, "%s unexpectedly succeeded: %s" % (cmd, rsp)
+        return rsp["error"]
 
     def shell(self, command):
         """Type a command into the guest's console shell (shell=True)."""
@@ -287,3 +318,14 @@ def agent_read_file(agent, path, count=65536):
     finally:
         agent.cmd("guest-file-close", {"handle": handle})
     return bytes(data)
+
+
+def freeze_agent(guest, stop=True):
+    """SIGSTOP (or SIGCONT) qemu-ga in the guest through the console shell,
+    and wait until the shell has done it.  The marker is split in the typed
+    command so that only the command's output, not its echo, matches."""
+    marker = "%s-%s" % ("stopped" if stop else "continued", secrets.token_hex(4))
+    half = len(marker) // 2
+    guest.shell("kill -%s $(pidof qemu-ga) && echo %s''%s"
+                % ("STOP" if stop else "CONT", marker[:half], marker[half:]))
+    guest.wait_console(marker)

@@ -1,0 +1,291 @@
+"""The passthrough end to end: the tiny guest's real qemu-ga behind
+-chardev qga, used only through QEMU's QMP monitors.
+
+The main monitor is QEMUMachine's (qemu.qmp's legacy synchronous client);
+extra monitors are driven with qemu.qmp.QMPClient (asyncio), the library
+QMP clients use, to run requests concurrently.
+"""
+
+import asyncio
+import contextlib
+import os
+import time
+
+from harness import Guest, freeze_agent, tree_version
+
+# pylint: disable=wrong-import-order
+from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient
+
+
+async def client(path, name):
+    qmp = QMPClient(name)
+    await qmp.connect(path)
+    return qmp
+
+
+async def wait_in_flight(ctl, count=1, timeout=60):
+    """Poll query-guest-agent (on another monitor) until @count requests
+    are in flight to the agent."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (await ctl.execute("query-guest-agent"))["in-flight"] != count:
+        assert loop.time() < deadline, "request never reached the agent"
+        await asyncio.sleep(0.01)
+
+
+def check_agent(g, version_prefix):
+    assert g.vm.cmd("guest-ping") == {}
+    info = g.vm.cmd("guest-info")
+    assert info["version"].startswith(version_prefix), info["version"]
+    names = [c["name"] for c in info["supported_commands"] if c["enabled"]]
+    assert "guest-ping" in names, names
+    state = g.vm.cmd("query-guest-agent")
+    assert state["configured"] and state["guest-connected"] and \
+        state["synced"], state
+    assert state["version"] == info["version"], state
+    return info, state
+
+
+def test_qmp_agent_current():
+    """guest-ping and guest-info on the main QMP monitor, our qemu-ga."""
+    with Guest("current", agent="qga") as g:
+        secs = g.wait_agent()
+        info, _ = check_agent(g, tree_version())
+        print("qemu-ga %s usable through QMP %.2f s after QEMU started"
+              % (info["version"], secs))
+
+
+def test_qmp_agent_old_72():
+    """The same with Debian bookworm's qemu-ga 7.2."""
+    with Guest("bookworm", agent="qga") as g:
+        g.wait_agent()
+        info, _ = check_agent(g, "7.2.")
+        print("old agent %s works through QMP" % info["version"])
+
+
+def test_qmp_guest_without_agent():
+    """A guest that never opens the port: a distinct error, at once."""
+    with Guest("current", agent="qga", append="qga.noagent") as g:
+        g.wait_console("not starting qemu-ga")
+        err = g.qmp_error("guest-ping")
+        assert "has not opened" in err["desc"], err
+        state = g.vm.cmd("query-guest-agent")
+        assert state["configured"] and not state["guest-connected"], state
+
+
+def test_qmp_no_agent_configured():
+    """No qga chardev at all: a distinct error."""
+    with Guest("current", agent="none") as g:
+        err = g.qmp_error("guest-ping")
+        assert "No guest agent is configured" in err["desc"], err
+        assert not g.vm.cmd("query-guest-agent")["configured"]
+
+
+def test_qmp_agent_restart_recovers():
+    """qemu-ga killed in the guest closes the port; the guest restarts it;
+    QEMU resyncs by itself and the client just goes on."""
+    with Guest("current", agent="qga", shell=True) as g:
+        g.wait_agent()
+        assert g.vm.cmd("guest-ping") == {}
+        g.shell("kill $(pidof qemu-ga)")
+        ev = g.vm.event_wait("GUEST_AGENT_UNAVAILABLE", timeout=60)
+        assert ev["data"]["reason"] == "port-closed", ev
+        g.vm.event_wait("GUEST_AGENT_AVAILABLE", timeout=60)
+        assert g.vm.cmd("guest-ping") == {}
+        assert g.vm.cmd("guest-info")["version"] == tree_version()
+
+
+def test_qmp_port_closed_mid_request():
+    """The agent dies while a request is in flight: that request fails
+    with the port-closed error, and the channel recovers."""
+    with Guest("current", agent="qga", shell=True, monitors=2) as g:
+        g.wait_agent()
+        freeze_agent(g)
+
+        async def scenario():
+            a = await client(g.monitors[0], "a")
+            ctl = await client(g.monitors[1], "ctl")
+            try:
+                ping = asyncio.ensure_future(a.execute("guest-ping"))
+                await wait_in_flight(ctl)
+                g.shell("kill -KILL $(pidof qemu-ga)")
+                try:
+                    await asyncio.wait_for(ping, 60)
+                except ExecuteError as e:
+                    return str(e)
+                raise AssertionError("guest-ping succeeded after the agent "
+                                     "was killed")
+            finally:
+                await a.disconnect()
+                await ctl.disconnect()
+
+        desc = asyncio.run(scenario())
+        assert "closed the guest agent's port" in desc, desc
+        g.vm.event_wait("GUEST_AGENT_AVAILABLE", timeout=60)
+        assert g.vm.cmd("guest-ping") == {}
+
+
+def test_qmp_slow_agent_does_not_block_other_monitors():
+    """While the agent is stopped, monitor A waits for its guest-ping but
+    monitor B is served; A's next command is answered after its ping."""
+    with Guest("current", agent="qga", shell=True, monitors=2) as g:
+        g.wait_agent()
+        freeze_agent(g)
+
+        async def scenario():
+            a = await client(g.monitors[0], "a")
+            b = await client(g.monitors[1], "b")
+            try:
+                ping = asyncio.ensure_future(a.execute("guest-ping"))
+                status = asyncio.ensure_future(a.execute("query-status"))
+                # B is served while A's guest-ping is pending
+                for _ in range(3):
+                    st = await asyncio.wait_for(b.execute("query-status"), 60)
+                    assert st["status"] == "running", st
+                assert not ping.done() and not status.done()
+                freeze_agent(g, stop=False)
+                done, _ = await asyncio.wait([ping, status], timeout=60,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                # in issue order: the ping's reply comes first
+                assert ping in done, (ping, status)
+                assert await ping == {}
+                assert (await asyncio.wait_for(status, 60))["running"]
+            finally:
+                await a.disconnect()
+                await b.disconnect()
+
+        asyncio.run(scenario())
+
+
+def test_qmp_concurrent_clients():
+    """Two clients, many guest commands at once: every reply reaches the
+    client and request that asked for it."""
+    with Guest("current", agent="qga", monitors=2) as g:
+        g.wait_agent()
+
+        async def scenario():
+            cs = [await client(p, "c%d" % i) for i, p in enumerate(g.monitors)]
+            try:
+                calls = []
+                for i in range(20):
+                    c = cs[i % 2]
+                    calls.append(c.execute("guest-info" if i % 3 else
+                                           "guest-ping"))
+                results = await asyncio.wait_for(asyncio.gather(*calls), 120)
+                for i, r in enumerate(results):
+                    if i % 3:
+                        assert r["version"] == tree_version(), r
+                    else:
+                        assert r == {}, r
+            finally:
+                for c in cs:
+                    await c.disconnect()
+
+        asyncio.run(scenario())
+
+
+def test_qmp_per_call_timeout():
+    """A per-call timeout fails that call; the late reply is dropped and
+    the channel resyncs for the next request."""
+    with Guest("current", agent="qga", shell=True) as g:
+        g.wait_agent()
+        freeze_agent(g)
+        err = g.qmp_error("guest-ping", timeout=300)
+        assert "timed out" in err["desc"], err
+        freeze_agent(g, stop=False)
+        assert g.vm.cmd("guest-ping") == {}
+        state = g.vm.cmd("query-guest-agent")
+        assert state["timeouts"] == 1, state
+
+
+def test_qmp_client_disconnect_with_pending_request():
+    """A client that disconnects with a request pending loses only that
+    reply; QEMU and the channel go on."""
+    with Guest("current", agent="qga", shell=True, monitors=2) as g:
+        g.wait_agent()
+        freeze_agent(g)
+
+        async def scenario():
+            a = await client(g.monitors[0], "a")
+            ctl = await client(g.monitors[1], "ctl")
+            ping = asyncio.ensure_future(a.execute("guest-ping"))
+            await wait_in_flight(ctl)
+            await a.disconnect()
+            try:
+                await ping
+            except Exception:  # pylint: disable=broad-except
+                pass
+            await ctl.disconnect()
+
+        asyncio.run(scenario())
+        freeze_agent(g, stop=False)
+        assert g.vm.cmd("guest-ping") == {}
+        # a new client on the same monitor gets no stale reply
+        async def again():
+            a = await client(g.monitors[0], "a2")
+            try:
+                assert (await a.execute("query-status"))["running"]
+                assert await a.execute("guest-ping") == {}
+            finally:
+                await a.disconnect()
+        asyncio.run(again())
+
+
+def test_qmp_quit_with_pending_request():
+    """quit while a guest command is pending: QEMU exits cleanly."""
+    g = Guest("current", agent="qga", shell=True, monitors=2).start()
+    try:
+        g.wait_agent()
+        freeze_agent(g)
+
+        async def scenario():
+            a = await client(g.monitors[0], "a")
+            ctl = await client(g.monitors[1], "ctl")
+            ping = asyncio.ensure_future(a.execute("guest-ping"))
+            await wait_in_flight(ctl)
+            await ctl.execute("quit")
+            try:
+                await asyncio.wait_for(ping, 60)
+            except ExecInterruptedError:
+                pass        # QEMU went away before answering: as expected
+            else:
+                raise AssertionError("guest-ping answered after quit")
+            for c in (a, ctl):
+                with contextlib.suppress(EOFError, OSError):
+                    await c.disconnect()
+
+        asyncio.run(scenario())
+        g.vm.wait(timeout=60)
+        assert g.vm.exitcode() == 0, g.vm.exitcode()
+    finally:
+        g.stop()
+
+
+def test_qmp_migration_of_idle_channel():
+    """Live migration with the agent channel idle: the destination resyncs
+    and serves guest commands."""
+    src = Guest("current", agent="qga").start()
+    dst = None
+    try:
+        src.wait_agent()
+        assert src.vm.cmd("guest-ping") == {}
+        uri = "unix:" + os.path.join(src.dir, "migrate.sock")
+        dst = Guest("current", agent="qga",
+                    extra_args=["-incoming", uri]).start()
+        src.vm.cmd("migrate", uri=uri)
+        deadline = time.monotonic() + 300
+        while True:
+            status = src.vm.cmd("query-migrate").get("status")
+            if status == "completed":
+                break
+            assert status not in ("failed", "cancelled"), status
+            assert time.monotonic() < deadline, "migration did not complete"
+            time.sleep(0.1)
+        dst.vm.event_wait("RESUME", timeout=60)
+        assert dst.vm.cmd("guest-ping") == {}
+        assert dst.vm.cmd("guest-info")["version"] == tree_version()
+        assert dst.vm.cmd("query-guest-agent")["synced"]
+    finally:
+        src.stop()
+        if dst:
+            dst.stop()
