@@ -53,6 +53,7 @@ check: guest
 
 bench: guest
 	@$(PYTHON) scripts/bench-boot.py
+	@$(PYTHON) scripts/bench-ping.py
 
 demo: guest
 	@$(PYTHON) scripts/demo.py
