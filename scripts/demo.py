@@ -6,9 +6,11 @@ qemu-ga, and guest-* commands go to QEMU's main QMP monitor like any other
 command.  No agent socket is opened here.
 """
 
+import base64
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests"))
@@ -46,10 +48,32 @@ def main():
         print("   (qemu-ga %s, %d commands enabled)\n" % (
             info["version"],
             sum(1 for c in info["supported_commands"] if c["enabled"])))
-        qmp("guest-ping", timeout=2000)
+        qmp("guest-get-osinfo")
+        print("   guest-exec /bin/uname -a with captured output, then "
+              "guest-exec-status until it exits:\n")
+        pid = qmp("guest-exec", path="/bin/uname", arg=["-a"],
+                  **{"capture-output": True})["return"]["pid"]
+        while True:
+            st = g.vm.cmd("guest-exec-status", pid=pid)
+            if st["exited"]:
+                break
+            time.sleep(0.02)
+        print("-> {\"execute\": \"guest-exec-status\", \"arguments\": "
+              "{\"pid\": %d}}\n<- %s" % (pid, short({"return": st})))
+        print("   output: %s\n" % base64.b64decode(st["out-data"]).decode().strip())
+        handle = qmp("guest-file-open", path="/etc/os-release")["return"]
+        data = qmp("guest-file-read", handle=handle, count=4096)["return"]
+        qmp("guest-file-close", handle=handle)
+        print("   /etc/os-release in the guest:\n   " +
+              base64.b64decode(data["buf-b64"]).decode().strip()
+              .replace("\n", "\n   ") + "\n")
+        err = qmp("guest-file-read", handle="not-a-number")
+        print("   (invalid arguments are rejected by QEMU; nothing reaches "
+              "the guest: %s)\n" % err["error"]["class"])
         qmp("query-guest-agent")
-        qmp("quit")
+        qmp("guest-shutdown")
         g.vm.wait(timeout=60)
+        print("the guest powered off; ", end="")
         print("QEMU exited with status %s" % g.vm.exitcode())
         ok = g.vm.exitcode() == 0
     finally:
