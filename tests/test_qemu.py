@@ -1,7 +1,8 @@
 """QEMU's own tests that the series touches, run from the build tree.
 
 QMP (qmp-test with its OOB test, qmp-cmd-test), the QAPI generator's schema
-regression tests, the QMP dispatcher unit test (test-qmp-cmds), chardev
+regression tests, the QMP dispatcher unit test (test-qmp-cmds), the QObject
+input visitor (test-qobject-input-visitor), chardev
 (test-char), qemu-ga (test-qga) and virtio-serial (the virtio-serial paths
 of qos-test).  A check fails when meson reports a failure or when the test
 did not actually run (skipped, or no subtest matched).
@@ -49,6 +50,11 @@ def test_qapi_schema_regression():
 
 def test_unit_qmp_cmds():
     meson_test("test-qmp-cmds")
+
+
+def test_unit_qobject_input_visitor():
+    """Includes the lenient visitor that reads guest agent replies."""
+    meson_test("test-qobject-input-visitor")
 
 
 def test_unit_qmp_event():
