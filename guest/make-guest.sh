@@ -212,6 +212,7 @@ while [ $i -lt 2000 ]; do
         if [ "$pn" = "$NAME" ]; then d=${n%/name}; PORT=/dev/${d##*/}; fi
     done
     [ -n "$PORT" ] && [ -c "$PORT" ] && break
+    [ $i = 0 ] && echo "qga-mini: waiting for port $NAME" > /dev/console
     i=$((i+1)); usleep 5000
 done
 if [ -z "$PORT" ]; then

@@ -9,9 +9,10 @@ QMP clients use, to run requests concurrently.
 import asyncio
 import contextlib
 import os
+import subprocess
 import time
 
-from harness import Guest, freeze_agent, tree_version
+from harness import QEMU, Guest, freeze_agent, tree_version
 
 # pylint: disable=wrong-import-order
 from qemu.qmp import ExecInterruptedError, ExecuteError, QMPClient
@@ -289,3 +290,50 @@ def test_qmp_migration_of_idle_channel():
         src.stop()
         if dst:
             dst.stop()
+
+
+def test_qmp_hotplug_agent_channel():
+    """chardev-add + device_add attach an agent channel to a running VM;
+    device_del + chardev-remove take it away again."""
+    with Guest("current", agent="none") as g:
+        g.wait_console("waiting for port")
+        assert not g.vm.cmd("query-guest-agent")["configured"]
+        g.vm.cmd("chardev-add", id="qga0", backend={"type": "qga",
+                                                    "data": {}})
+        g.vm.cmd("device_add", driver="virtserialport", id="qgaport",
+                 chardev="qga0", name="org.qemu.guest_agent.0")
+        g.wait_agent()
+        assert g.vm.cmd("guest-ping") == {}
+        assert g.vm.cmd("guest-info")["version"] == tree_version()
+        # a second qga chardev is refused while one exists
+        rsp = g.vm.qmp("chardev-add", id="qga1",
+                       backend={"type": "qga", "data": {}})
+        assert "already the guest agent channel" in rsp["error"]["desc"], rsp
+        g.vm.cmd("device_del", id="qgaport")
+        ev = g.vm.event_wait("GUEST_AGENT_UNAVAILABLE", timeout=60)
+        assert ev["data"]["chardev"] == "qga0", ev
+        g.vm.event_wait("DEVICE_DELETED", timeout=60,
+                        match={"data": {"device": "qgaport"}})
+        err = g.qmp_error("guest-ping")
+        assert "has not opened" in err["desc"], err
+        g.vm.cmd("chardev-remove", id="qga0")
+        err = g.qmp_error("guest-ping")
+        assert "No guest agent is configured" in err["desc"], err
+
+
+def test_qmp_vm_stopped():
+    """A stopped VM fails guest commands at once with their own error;
+    after cont the agent is used again."""
+    with Guest("current", agent="qga") as g:
+        g.wait_agent()
+        g.vm.cmd("stop")
+        err = g.qmp_error("guest-ping")
+        assert "VM is not running" in err["desc"], err
+        g.vm.cmd("cont")
+        assert g.vm.cmd("guest-ping") == {}
+
+
+def test_chardev_help_lists_qga():
+    out = subprocess.run([QEMU, "-chardev", "help"], text=True, check=True,
+                         stdout=subprocess.PIPE).stdout
+    assert "qga" in out.split(), out
