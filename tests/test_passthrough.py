@@ -34,6 +34,16 @@ async def wait_in_flight(ctl, count=1, timeout=60):
         await asyncio.sleep(0.01)
 
 
+async def pending_ping(g):
+    """Connect clients 'a' and 'ctl' to the first two extra monitors and
+    leave a's guest-ping in flight to the (frozen) agent."""
+    a = await client(g.monitors[0], "a")
+    ctl = await client(g.monitors[1], "ctl")
+    ping = asyncio.ensure_future(a.execute("guest-ping"))
+    await wait_in_flight(ctl)
+    return a, ctl, ping
+
+
 def check_agent(g, version_prefix):
     assert g.vm.cmd("guest-ping") == {}
     info = g.vm.cmd("guest-info")
@@ -104,11 +114,8 @@ def test_qmp_port_closed_mid_request():
         freeze_agent(g)
 
         async def scenario():
-            a = await client(g.monitors[0], "a")
-            ctl = await client(g.monitors[1], "ctl")
+            a, ctl, ping = await pending_ping(g)
             try:
-                ping = asyncio.ensure_future(a.execute("guest-ping"))
-                await wait_in_flight(ctl)
                 g.shell("kill -KILL $(pidof qemu-ga)")
                 try:
                     await asyncio.wait_for(ping, 60)
@@ -207,10 +214,7 @@ def test_qmp_client_disconnect_with_pending_request():
         freeze_agent(g)
 
         async def scenario():
-            a = await client(g.monitors[0], "a")
-            ctl = await client(g.monitors[1], "ctl")
-            ping = asyncio.ensure_future(a.execute("guest-ping"))
-            await wait_in_flight(ctl)
+            a, ctl, ping = await pending_ping(g)
             await a.disconnect()
             try:
                 await ping
@@ -240,10 +244,7 @@ def test_qmp_quit_with_pending_request():
         freeze_agent(g)
 
         async def scenario():
-            a = await client(g.monitors[0], "a")
-            ctl = await client(g.monitors[1], "ctl")
-            ping = asyncio.ensure_future(a.execute("guest-ping"))
-            await wait_in_flight(ctl)
+            a, ctl, ping = await pending_ping(g)
             await ctl.execute("quit")
             try:
                 await asyncio.wait_for(ping, 60)
