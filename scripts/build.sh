@@ -27,7 +27,7 @@ CONFIGURE_ARGS=(
     --target-list=x86_64-softmmu
     --without-default-features
     --enable-guest-agent --enable-slirp --enable-pixman --enable-fdt=system
-    --disable-docs
+    --enable-docs
 )
 
 stamp=$B/.qga-configure-args

@@ -59,8 +59,10 @@ PKGS="build-essential git ninja-build pkg-config ccache dpkg-dev
       seabios ipxe-qemu"
 # guest kit: apt-get download + dpkg-deb -x, kernel extraction, module unpacking
 PKGS="$PKGS xz-utils zstd gzip"
-# series hygiene (checkpatch.pl) and tests
-PKGS="$PKGS perl socat"
+# the manuals (QMP reference with the guest agent commands, man pages)
+PKGS="$PKGS python3-sphinx python3-sphinx-rtd-theme"
+# series hygiene (checkpatch.pl, QEMU's linters for scripts/qapi) and tests
+PKGS="$PKGS perl socat flake8 isort mypy pylint"
 
 missing=""
 for p in $PKGS; do
