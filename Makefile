@@ -11,6 +11,8 @@
 #   make guest         the tiny guests (our qemu-ga; Debian bookworm's 7.2)
 #   make export        regenerate patches/ from the tree's commits upstream..HEAD
 #   make export-check  fail when the tree holds work that patches/ does not
+#   make build-each    build every patch of the series on its own (slow;
+#                      FIRST=N starts at patch N)
 #   make clean         remove QEMU's build directory (the tree and caches stay)
 #   make distclean     remove build/ entirely (downloads and ccache stay cached)
 
@@ -21,8 +23,9 @@ QGA   := $(TREE)/build/qga/qemu-ga
 PYTHON := /usr/bin/python3
 # make check T=agent: only the checks whose name contains 'agent'
 T ?=
+FIRST ?= 1
 
-.PHONY: all deps source tree build guest export export-check check demo clean distclean bench
+.PHONY: all deps source tree build build-each guest export export-check check demo clean distclean bench
 
 all: build
 
@@ -41,6 +44,9 @@ build: tree
 guest: build
 	@guest/make-guest.sh build/guest/current $(QGA)
 	@guest/make-guest.sh build/guest/bookworm bookworm
+
+build-each: tree
+	@scripts/build-each.sh $(TREE) $(FIRST)
 
 export:
 	@scripts/export.sh $(TREE)
