@@ -1,8 +1,7 @@
 """QEMU's Python linters on the Python code that the series changes.
 
-scripts/qapi/ has its own configuration (mypy.ini, pylintrc, .flake8, and
-isort settings in setup.cfg); QEMU's maintainers run flake8, isort, mypy
-and pylint on it.  The series adds scripts/qapi/qga_proxy.py and changes
+scripts/qapi/ has its own configuration (mypy.ini, pylintrc, .flake8 and
+.isort.cfg); QEMU's maintainers run flake8, isort, mypy and pylint on it.  The series adds scripts/qapi/qga_proxy.py and changes
 other generator modules and the Sphinx extension docs/sphinx/qapidoc.py.
 
 The tools are Debian bookworm's (flake8 5.0, isort 5.6, mypy 1.0,
@@ -49,6 +48,7 @@ def test_linters_report_problems():
     """The linters as we run them do find problems: a clean result for
     the series means something."""
     bad = ("import sys\n"
+           "import os\n"
            "def f(x) -> int:\n"
            "    return x +  'a'\n")
     with tempfile.TemporaryDirectory(prefix="qga-lint-",
@@ -57,8 +57,11 @@ def test_linters_report_problems():
         with open(path, "w", encoding="utf-8") as f:
             f.write(bad)
         rel = os.path.relpath(path, SCRIPTS)
-        rc, out = run(["flake8", rel], SCRIPTS)
+        rc, out = run(["flake8", "--config=qapi/.flake8", rel], SCRIPTS)
         assert rc != 0 and "F401" in out and "E302" in out, out
+        rc, out = run(["isort", "--settings-path=qapi/", "--check-only",
+                       rel], SCRIPTS)
+        assert rc != 0 and "incorrectly sorted" in out, out
         rc, out = run(["mypy", "--config-file=qapi/mypy.ini", rel], SCRIPTS)
         assert rc != 0 and "no-untyped-def" in out, out
         rc, out = run(["pylint", "--rcfile=qapi/pylintrc",
@@ -68,8 +71,9 @@ def test_linters_report_problems():
 
 def test_qapi_generator_flake8_isort_mypy():
     """scripts/qapi/ as a whole, as QEMU's maintainers check it."""
-    check(["flake8", "qapi/"], SCRIPTS)
-    check(["isort", "--check-only", "--diff", "qapi/"], SCRIPTS)
+    check(["flake8", "--config=qapi/.flake8", "qapi/"], SCRIPTS)
+    check(["isort", "--settings-path=qapi/", "--check-only", "--diff",
+           "qapi/"], SCRIPTS)
     check(["mypy", "--config-file=qapi/mypy.ini", "qapi/"], SCRIPTS)
 
 
