@@ -12,9 +12,9 @@
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
-TREE=${1:?usage: build-each.sh TREE [FIRST]}
+TREE=$(cd "${1:?usage: build-each.sh TREE [FIRST]}" && pwd)
 FIRST=${2:-1}
-EACH=${TREE%/}-each
+EACH=$TREE-each
 
 git -C "$TREE" rev-parse -q --verify refs/tags/upstream >/dev/null || {
     echo "build-each.sh: $TREE has no 'upstream' tag (run make tree)" >&2; exit 1; }
