@@ -20,8 +20,12 @@ from harness import TREE
 
 SCRIPTS = os.path.join(TREE, "scripts")
 
+# Debian's, as scripts/deps.sh installs them, whatever else is on PATH
+TOOLS = {t: "/usr/bin/" + t for t in ("flake8", "isort", "mypy", "pylint")}
+
 
 def run(cmd, cwd):
+    cmd = [TOOLS.get(cmd[0], cmd[0])] + cmd[1:]
     proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, check=False)
     return proc.returncode, proc.stdout
