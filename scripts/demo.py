@@ -41,8 +41,8 @@ def main():
 
         qmp("query-guest-agent")
         secs = g.wait_agent()
-        print("   event GUEST_AGENT_AVAILABLE %.2f s after QEMU started: QEMU "
-              "synced with qemu-ga by itself\n" % secs)
+        print("   event GUEST_AGENT_CHANGE (available: true) %.2f s after "
+              "QEMU started: QEMU synced with qemu-ga by itself\n" % secs)
         qmp("guest-ping")
         info = qmp("guest-info")["return"]
         print("   (qemu-ga %s, %d commands enabled)\n" % (

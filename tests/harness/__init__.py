@@ -10,13 +10,16 @@ library, plus the tree's python/ directory on sys.path.
 
 import base64
 import json
+import math
 import os
 import random
+import re
 import secrets
 import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -24,7 +27,7 @@ TREE = os.environ.get("QGA_TREE", os.path.join(TOP, "build", "qemu"))
 BUILD = os.path.join(TREE, "build")
 QEMU = os.environ.get("QGA_QEMU", os.path.join(BUILD, "qemu-system-x86_64"))
 QEMU_GA = os.path.join(BUILD, "qga", "qemu-ga")
-GUESTS = os.path.join(TOP, "build", "guest")
+GUESTS = os.environ.get("QGA_GUESTS", os.path.join(TOP, "build", "guest"))
 
 sys.path.insert(0, os.path.join(TREE, "python"))
 
@@ -170,7 +173,8 @@ class Guest:
     """
 
     def __init__(self, variant="current", agent="socket", append="",
-                 extra_args=(), shell=False, monitors=0, qga_opts=""):
+                 extra_args=(), shell=False, monitors=0, qga_opts="",
+                 console_socket=False):
         self.dir = tempfile.mkdtemp(prefix="qga-test-")
         self.guest_dir = os.path.join(GUESTS, variant)
         for f in ("vmlinux", "initrd.cpio"):
@@ -190,10 +194,14 @@ class Guest:
         ]
         self.console_path = os.path.join(self.dir, "console.sock")
         self.console_sock = None
-        if shell:
-            # a shell on the console (see guest/make-guest.sh), reached
-            # through a socket; the chardev's logfile records the output
-            args[args.index("-append") + 1] += " qga.shell"
+        if shell or console_socket:
+            # the console reached through a socket, so that tests can type
+            # into a shell in the guest; the chardev's logfile records the
+            # output.  shell=True: a second shell on the console besides
+            # init (qga.shell, see guest/make-guest.sh).  console_socket
+            # alone: only init's own shell, which it execs with qga.noagent
+            if shell:
+                args[args.index("-append") + 1] += " qga.shell"
             args += ["-chardev", "socket,id=con0,path=%s,server=on,wait=off,"
                      "logfile=%s" % (self.console_path, self.console_log)]
         else:
@@ -230,13 +238,48 @@ class Guest:
         """Wait until the agent is usable; returns seconds since start.
 
         With a socket chardev: sync with the agent over its socket.  With
-        the passthrough: wait for QEMU's GUEST_AGENT_AVAILABLE event.
+        the passthrough: wait for QEMU's GUEST_AGENT_CHANGE event with
+        available true.
         """
         if self.agent:
             self.agent.sync(timeout)
         else:
-            self.vm.event_wait("GUEST_AGENT_AVAILABLE", timeout=timeout)
+            self.wait_agent_change(True, timeout=timeout)
         return time.monotonic() - self.t0
+
+    def wait_agent_change(self, available, timeout=REPLY_TIMEOUT):
+        """Wait for a GUEST_AGENT_CHANGE event with @available (events
+        already received on the main monitor count); returns it.
+
+        The event is throttled (one per second and chardev; the latest
+        state in a window wins), so a quick false-then-true may arrive as
+        only the true one: wait for states, not for transitions.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no GUEST_AGENT_CHANGE with available=%s "
+                                     "within %.0f s" % (available, timeout))
+            try:
+                ev = self.vm.event_wait("GUEST_AGENT_CHANGE", timeout=left,
+                                        match={"data": {"available":
+                                                        available}})
+            except TimeoutError:
+                continue
+            # match treats False like any value; check exactly
+            if ev and ev["data"]["available"] is available:
+                data = ev["data"]
+                assert ("reason" in data) == (not available), ev
+                return ev
+
+    def clear_events(self):
+        """Forget the events the main monitor received so far."""
+        self.vm.get_qmp_events(wait=False)
+
+    def qemu_memory(self):
+        """QEMU's VmRSS and VmHWM (peak RSS) in KiB, from /proc."""
+        return proc_memory(self.vm.get_pid())
 
     def qmp_error(self, cmd, **args):
         """Run a QMP command that must fail; returns its error object."""
@@ -244,12 +287,26 @@ class Guest:
         assert "error" in rsp, "%s unexpectedly succeeded: %s" % (cmd, rsp)
         return rsp["error"]
 
+    def _console_drain(self, sock):
+        # The logfile records the output; the socket must still be read,
+        # or it fills up after a few hundred bytes (the serial port sends
+        # a byte per write, and each counts fully against the socket's
+        # buffer) and the guest's console output stalls
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
     def shell(self, command):
-        """Type a command into the guest's console shell (shell=True)."""
+        """Type a command into the guest's console shell (shell=True, or
+        console_socket=True with qga.noagent)."""
         if self.console_sock is None:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.connect(self.console_path)
             self.console_sock = sock
+            threading.Thread(target=self._console_drain, args=(sock,),
+                             daemon=True).start()
         self.console_sock.sendall(command.encode() + b"\n")
 
     def wait_console(self, text, timeout=BOOT_TIMEOUT):
@@ -260,6 +317,59 @@ class Guest:
                 raise AssertionError("console never showed %r:\n%s"
                                      % (text, self.console()[-3000:]))
             time.sleep(0.05)
+
+    def shell_run(self, command, timeout=REPLY_TIMEOUT):
+        """Type @command into the console shell and wait until it is done.
+
+        Returns (status, pid): the command's exit status, and $! (the pid
+        of the last command started in the background, or None).  The
+        marker is split in the typed text so that only the shell's output,
+        not the terminal's echo of the command, matches.
+        """
+        token = secrets.token_hex(6)
+        start = len(self.console())
+        self.shell(command)
+        self.shell("echo done-%s''%s:$?:$!" % (token[:6], token[6:]))
+        pattern = re.compile(r"done-%s:(\d+):(\d*)" % token)
+        deadline = time.monotonic() + timeout
+        while True:
+            m = pattern.search(self.console(), start)
+            if m:
+                return int(m.group(1)), int(m.group(2)) if m.group(2) else None
+            if time.monotonic() > deadline:
+                raise AssertionError("the console shell did not finish %r "
+                                     "within %.0f s:\n%s"
+                                     % (command, timeout,
+                                        self.console()[-3000:]))
+            time.sleep(0.05)
+
+    def upload(self, path, data, timeout=REPLY_TIMEOUT):
+        """Write @data (bytes or str) to @path in the guest by typing it
+        into the console shell, base64-encoded (no quoting, no long lines,
+        nothing the shell's line editor would interpret)."""
+        if isinstance(data, str):
+            data = data.encode()
+        text = base64.encodebytes(data).decode()
+        status, _ = self.shell_run("base64 -d > %s <<'EOF_UPLOAD'\n"
+                                   "%sEOF_UPLOAD" % (path, text),
+                                   timeout=timeout)
+        assert status == 0, "uploading %s failed (%d)" % (path, status)
+
+    def spawn(self, script, log="/dev/null"):
+        """Run the guest's shell script @script in the background, in a
+        session (and process group) of its own; returns its pid, which is
+        also the group's id, for kill(pid, group=True)."""
+        status, pid = self.shell_run("setsid sh %s </dev/null >%s 2>&1 &"
+                                     % (script, log))
+        assert status == 0 and pid, (status, pid)
+        return pid
+
+    def kill(self, pid, group=False, signal="TERM"):
+        """Kill process @pid, a child of the console shell, or with @group
+        its whole process group (see spawn()), and wait until @pid has
+        exited."""
+        self.shell_run("kill -%s %s%d 2>/dev/null; wait %d"
+                       % (signal, "-" if group else "", pid, pid))
 
     def console(self):
         try:
@@ -274,6 +384,10 @@ class Guest:
             if self.agent:
                 self.agent.close()
             if self.console_sock:
+                try:
+                    self.console_sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass        # QEMU is gone already
                 self.console_sock.close()
             self.vm.shutdown(timeout=10)
         finally:
@@ -329,3 +443,207 @@ def freeze_agent(guest, stop=True):
     guest.shell("kill -%s $(pidof qemu-ga) && echo %s''%s"
                 % ("STOP" if stop else "CONT", marker[:half], marker[half:]))
     guest.wait_console(marker)
+
+
+def proc_memory(pid):
+    """VmRSS and VmHWM (peak RSS) of process @pid, in KiB."""
+    mem = {}
+    with open("/proc/%d/status" % pid, encoding="ascii") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                mem[key] = int(value.split()[0])
+    return mem
+
+
+def _no_constant(name):
+    raise ValueError("not JSON: %s" % name)
+
+
+def strict_json(raw):
+    """Parse @raw (bytes) as what RFC 8259 allows and nothing more:
+    strict UTF-8, no NaN/Infinity/-Infinity (Python's json accepts
+    them; QMP must never send them)."""
+    return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+
+
+class QMPSocket:
+    """A plain QMP client on a unix socket: one JSON line at a time,
+    checked with strict_json, so that the tests see the exact bytes QEMU
+    sends.  Events are kept in self.events as (monotonic time, event).
+    Not thread-safe: use one per thread."""
+
+    def __init__(self, path, timeout=REPLY_TIMEOUT):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.events = []
+        self.next_id = 0
+        greeting, _ = self._message(time.monotonic() + timeout)
+        assert "QMP" in greeting, greeting
+        self.execute("qmp_capabilities", timeout=timeout)
+
+    def close(self):
+        self.sock.close()
+
+    def _message(self, deadline):
+        """The next message: (parsed, raw bytes)."""
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                raw, self.buf = self.buf[:i + 1], self.buf[i + 1:]
+                if raw.strip():
+                    try:
+                        return strict_json(raw), raw
+                    except ValueError as e:
+                        raise AssertionError("QEMU sent QMP output that is "
+                                             "not strict JSON (%s): %r"
+                                             % (e, raw[:500])) from e
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no QMP message within the deadline")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout as e:
+                raise TimeoutError("no QMP message within the deadline") from e
+            if not chunk:
+                raise EOFError("QEMU closed the QMP connection")
+            self.buf += chunk
+
+    def send(self, name, args=None):
+        """Send a command; returns its id for reply()."""
+        self.next_id += 1
+        msg = {"execute": name, "id": self.next_id}
+        if args:
+            msg["arguments"] = args
+        self.sock.sendall(json.dumps(msg).encode() + b"\n")
+        return self.next_id
+
+    def reply(self, cmd_id, timeout=REPLY_TIMEOUT):
+        """The reply to command @cmd_id: (reply, raw bytes)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg, raw = self._message(deadline)
+            if "event" in msg:
+                self.events.append((time.monotonic(), msg))
+                continue
+            assert msg.get("id") == cmd_id, (cmd_id, msg)
+            return msg, raw
+
+    def execute(self, name, args=None, timeout=REPLY_TIMEOUT):
+        """Run a command; returns its reply (with "return" or "error")."""
+        return self.reply(self.send(name, args), timeout)[0]
+
+    def poll_events(self, timeout=0.0):
+        """Read the events that arrive within @timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg, _ = self._message(deadline)
+            except TimeoutError:
+                return
+            assert "event" in msg, msg
+            self.events.append((time.monotonic(), msg))
+
+
+def percentile(values, pct):
+    """The @pct percentile (nearest rank) of @values."""
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    rank = max(1, math.ceil(pct / 100.0 * len(values)))
+    return values[rank - 1]
+
+
+class LatencyProbe:
+    """A thread that runs query-status on its own monitor, back to back,
+    and records each round trip (and the events it sees meanwhile).  A
+    reply that takes longer than @timeout fails the probe."""
+
+    def __init__(self, path, timeout=REPLY_TIMEOUT):
+        self.qmp = QMPSocket(path)
+        self.timeout = timeout
+        self.latencies = []
+        self.error = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                t0 = time.monotonic()
+                rsp = self.qmp.execute("query-status", timeout=self.timeout)
+                self.latencies.append(time.monotonic() - t0)
+                assert "return" in rsp, rsp
+        except Exception as e:  # pylint: disable=broad-except
+            self.error = e
+
+    def start(self):
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def stop(self):
+        """Stop; returns a summary dict.  Raises what failed the probe."""
+        self._stop.set()
+        self._thread.join(self.timeout + 5)
+        assert not self._thread.is_alive(), "query-status never returned"
+        self.qmp.poll_events(0.0)
+        self.qmp.close()
+        if self.error:
+            raise AssertionError("query-status probe failed: %r" % self.error)
+        return {"n": len(self.latencies),
+                "p99": percentile(self.latencies, 99),
+                "max": max(self.latencies) if self.latencies else float("nan"),
+                "events": [ev for _, ev in self.qmp.events]}
+
+
+def wait_for(cond, timeout, what, interval=0.02):
+    """Poll @cond until it returns something true (which is returned);
+    fail after @timeout seconds, saying that @what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("%s within %.0f s" % (what, timeout))
+        time.sleep(interval)
+
+
+def concurrent_commands(paths, name, args=None, timeout=REPLY_TIMEOUT):
+    """Send command @name at the same moment on each monitor of @paths
+    (one QMPSocket and thread each); returns a list of (seconds from
+    sending to the reply, reply) in the order of @paths."""
+    clients = [QMPSocket(p) for p in paths]
+    barrier = threading.Barrier(len(clients))
+    results = [None] * len(clients)
+
+    def run(i):
+        try:
+            barrier.wait(timeout)
+            t0 = time.monotonic()
+            rsp = clients[i].execute(name, args, timeout=timeout)
+            results[i] = (time.monotonic() - t0, rsp)
+        except Exception as e:  # pylint: disable=broad-except
+            results[i] = (None, e)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True)
+               for i in range(len(clients))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout + 10)
+            assert not t.is_alive(), "%s never returned" % name
+    finally:
+        for c in clients:
+            c.close()
+    for _, rsp in results:
+        if isinstance(rsp, Exception):
+            raise AssertionError("%s on a monitor, with a deadline of %.1f s: "
+                                 "%r" % (name, timeout, rsp))
+    return results
