@@ -19,6 +19,7 @@ Each test boots one VM and runs several scenarios on it; the recovery
 between them is part of each scenario's check.
 """
 
+import os
 import re
 import threading
 import time
@@ -135,11 +136,22 @@ class Hostile:
     monitors[0] is the latency probe's, monitors[1:4] send the requests,
     the main monitor (QEMUMachine's) checks the channel's state."""
 
-    def __init__(self, qga_opts="", max_reply_size=32 << 20):
+    def __init__(self, qga_opts="", max_reply_size=32 << 20, trace=()):
         self.g = Guest("current", agent="qga", append="qga.noagent",
                        console_socket=True, monitors=4, qga_opts=qga_opts)
         self.max_reply_size = max_reply_size
         self.results = []
+        # QEMU's trace events @trace, logged to a file in the guest's dir
+        self.trace_log = os.path.join(self.g.dir, "trace.log")
+        for event in trace:
+            self.g.vm.add_args("-trace", event)
+        if trace:
+            self.g.vm.add_args("-D", self.trace_log)
+
+    def trace(self):
+        """The trace events logged so far, one line each."""
+        with open(self.trace_log, encoding="utf-8", errors="replace") as f:
+            return f.read().splitlines()
 
     def __enter__(self):
         self.g.start()
@@ -341,8 +353,11 @@ def print_summary(h):
 
 def test_hostile_urandom_flood():
     """cat /dev/urandom > the port: never in sync; requests on three
-    monitors time out in time, unsent; other monitors are served."""
-    with Hostile() as h:
+    monitors time out in time, unsent; other monitors are served.  QEMU
+    pushes back: once it has taken its share of guest output for a main
+    loop iteration, virtio-serial throttles the port, and QEMU releases
+    it again on a later iteration."""
+    with Hostile(trace=["virtio_serial_throttle_port"]) as h:
         def body(h):
             for _ in range(2):
                 for r in h.concurrent("guest-ping", 3000):
@@ -350,6 +365,12 @@ def test_hostile_urandom_flood():
             assert not h.state()["synced"]
 
         h.attack("urandom", "exec cat /dev/urandom > $PORT\n", body)
+        lines = h.trace()
+        on = sum("throttle 1" in line for line in lines)
+        off = sum("throttle 0" in line for line in lines)
+        print("    virtio-serial throttled the port %d times, released it "
+              "%d times" % (on, off))
+        assert on > 10 and off > 10, lines[-20:]
 
 
 STALE_FLOOD = r"""
