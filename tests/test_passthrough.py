@@ -329,10 +329,12 @@ def test_qmp_hotplug_agent_channel():
         # the last state is always reported, throttled or not
         ev = g.wait_agent_change(False, timeout=60)
         assert ev["data"]["chardev"] == "qga0", ev
+        assert ev["data"]["reason"] == "removed", ev
         g.vm.event_wait("DEVICE_DELETED", timeout=60,
                         match={"data": {"device": "qgaport"}})
         err = g.qmp_error("guest-ping")
-        assert "has not opened" in err["desc"], err
+        assert err["desc"] == ("No device is connected to the guest agent "
+                               "chardev 'qga0'"), err
         g.vm.cmd("chardev-remove", id="qga0")
         err = g.qmp_error("guest-ping")
         assert "No guest agent is configured" in err["desc"], err
