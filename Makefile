@@ -13,6 +13,8 @@
 #   make export-check  fail when the tree holds work that patches/ does not
 #   make build-each    build every patch of the series on its own (slow;
 #                      FIRST=N starts at patch N)
+#   make check-mutants break the series on purpose, one small change at a
+#                      time, and check that the tests notice
 #   make clean         remove QEMU's build directory (the tree and caches stay)
 #   make distclean     remove build/ entirely (downloads and ccache stay cached)
 
@@ -25,7 +27,7 @@ PYTHON := /usr/bin/python3
 T ?=
 FIRST ?= 1
 
-.PHONY: all deps source tree build build-each guest export export-check check demo clean distclean bench
+.PHONY: all deps source tree build build-each guest export export-check check check-mutants demo clean distclean bench
 
 all: build
 
@@ -56,6 +58,11 @@ export-check:
 
 check: guest
 	@$(PYTHON) tests/run.py $(if $(T),-k $(T))
+
+# make check-mutants K=event: only mutants whose name contains 'event'
+K ?=
+check-mutants: guest
+	@$(PYTHON) scripts/check-mutants.py $(if $(K),-k $(K))
 
 bench: guest
 	@$(PYTHON) scripts/bench-boot.py

@@ -5,7 +5,9 @@ set -euo pipefail
 
 DIR=${1:?usage: build.sh DIR}
 JOBS=${JOBS:-$(nproc)}
-B=$DIR/build
+# QGA_BUILD_DIR: another build directory of the same tree (check-mutants),
+# QGA_NINJA_TARGETS: build only these
+B=${QGA_BUILD_DIR:-$DIR/build}
 
 # ccache: QEMU's configure names the compiler ('cc') in meson's cross file,
 # so meson does not add ccache by itself; put ccache's masquerade directory
@@ -37,7 +39,8 @@ if [ ! -f "$B/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${CONFIGURE_
     (cd "$B" && ../configure "${CONFIGURE_ARGS[@]}")
     echo "${CONFIGURE_ARGS[*]}" > "$stamp"
 fi
-ninja -C "$B" -j "$JOBS"
+# shellcheck disable=SC2086
+ninja -C "$B" -j "$JOBS" ${QGA_NINJA_TARGETS:-}
 
 # A QEMU run from its build directory looks for firmware under qemu-bundle/
 # (util/cutils.c:get_relocated_path); point those paths at Debian's firmware.

@@ -1,0 +1,232 @@
+#!/usr/bin/python3
+"""scripts/check-mutants.py: every check must be able to fail.
+
+Applies small deliberate breakages of the series ("mutants") to the QEMU
+tree one at a time, rebuilds in a build directory of its own
+(build/qemu/build-mut, configured like build/qemu/build, with ccache), runs
+the tests that should notice, and restores the tree.  Prints a table
+mutant -> killed by; exits non-zero when any mutant survives, when the
+unmutated build fails a test (a control), or when a mutant no longer
+applies (the code it breaks changed: update the table).
+
+  scripts/check-mutants.py              all mutants
+  scripts/check-mutants.py -k event     only mutants whose name contains 'event'
+
+Don't build in build/qemu while this runs: it edits the tree's sources.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TREE = os.path.join(TOP, "build", "qemu")
+MUT = os.path.join(TREE, "build-mut")
+QTEST = "tests/qtest/qga-passthrough-test"
+TARGETS = ["qemu-system-x86_64", QTEST]
+
+QGA = "chardev/char-qga.c"
+
+# name, file, text, replacement, tests: "q:PATH" is a qga-passthrough-test
+# path, "e:NAME" a check of tests/run.py (end to end, with the tiny guest)
+MUTANTS = [
+    ("no guest-sync when the port opens", QGA,
+     "        qga_start_sync(s, QGA_SYNC_RETRY_MIN_MS,\n"
+     "                       GUEST_AGENT_UNAVAILABLE_REASON_PORT_CLOSED);\n"
+     "        return;",
+     "        s->state = QGA_READY;\n        return;", ["q:sync"]),
+    ("no id matching", QGA,
+     "        if (!idnum || !qnum_get_try_int(idnum, &n) || n != req->id) {",
+     "        if (0) {", ["q:stale-reply"]),
+    ("id-less success replies accepted", QGA,
+     "    } else if (!error) {\n        /* The agent echoes",
+     "    } else if (0) {\n        /* The agent echoes", ["q:no-id"]),
+    ("nesting cap off", QGA,
+     "        if (depth >= QGA_REPLY_NESTING_MAX) {",
+     "        if (depth >= 100000) {", ["q:nesting"]),
+    ("max-reply-size not enforced", QGA,
+     "        limit = s->max_reply_size;", "        limit = UINT64_MAX;",
+     ["q:oversize"]),
+    ("sync replies of any length", QGA,
+     "#define QGA_SYNC_REPLY_MAX 256", "#define QGA_SYNC_REPLY_MAX 100000",
+     ["q:sync-reply-bounded"]),
+    ("output while idle parsed as a reply", QGA,
+     "        } else {\n            trace_qga_drop(\"nothing is in flight\");\n"
+     "            qga_idle_output(s);\n        }",
+     "        } else {\n            qga_handle_reply(s, json, after_delim);\n"
+     "        }", ["q:unsolicited-reply"]),
+    ("unexpected arguments forwarded", "scripts/qapi/qga_proxy.py",
+     "            ok = visit_check_struct(v, &err);",
+     "            ok = true;", ["q:invalid-args"]),
+    ("reply not checked against the schema", "scripts/qapi/qga_proxy.py",
+     "    ok = visit_type_%(ret_c_name)s(v, NULL, &val, &err);",
+     "    visit_type_%(ret_c_name)s(v, NULL, &val, NULL);\n    ok = true;",
+     ["q:invalid-reply"]),
+    ("non-finite numbers passed on", QGA,
+     "        if (!isfinite(qnum_get_double(qobject_to(QNum, obj)))) {",
+     "        if (0) {", ["q:non-finite", "e:test_hostile_nonfinite"]),
+    ("guest picks the error class", QGA,
+     'if (class && !strcmp(class, "CommandNotFound")) {',
+     'if (class && strcmp(class, "QgaCommandFailed")) {', ["q:agent-error"]),
+    ("monitor parking off", "monitor/qmp.c",
+     "        if (qmp_mon->async_pending) {",
+     "        if (false && qmp_mon->async_pending) {",
+     ["q:two-monitors-oob"]),
+    ("orphaned requests sent anyway", QGA,
+     "        if (req->cancelled && req->cancelled(req->opaque)) {",
+     "        if (0) {", ["q:orphaned"]),
+    ("timeouts never fire", QGA,
+     "    timer_mod(req->timer,\n"
+     "              qemu_clock_get_ms(QEMU_CLOCK_REALTIME) + req->timeout_ms);",
+     "    timer_del(req->timer);", ["q:timeout"]),
+    ("state event not throttled", "monitor/monitor.c",
+     "    [QAPI_EVENT_GUEST_AGENT_CHANGE] = { 1000 * SCALE_MS },", "",
+     ["q:event-rate"]),
+    ("agent events not throttled", "monitor/monitor.c",
+     "    [QAPI_EVENT_GUEST_AGENT_EVENT] = { 1000 * SCALE_MS },", "",
+     ["q:agent-events"]),
+    ("agent events taken for replies", QGA,
+     "    if (qdict_haskey(rsp, \"event\")) {\n        qga_handle_event(s, rsp);",
+     "    if (0) {\n        qga_handle_event(s, rsp);", ["q:agent-events"]),
+    ("timeouts always say 'may have executed'", QGA,
+     "    return req->delivered ? ", "    return 1 ? ",
+     ["q:timeout", "e:test_timeout_says_whether_sent"]),
+    ("a host reset counts as evidence", QGA,
+     "    if (cause == SHUTDOWN_CAUSE_GUEST_RESET) {\n"
+     "        qga_no_response_done(s);",
+     "    if (1) {\n        qga_no_response_done(s);",
+     ["q:no-response-evidence", "e:test_shutdown_host_reset"]),
+    ("no-reply commands done on port close", QGA,
+     "        QgaRequest *req = s->inflight;\n\n        s->inflight = NULL;\n"
+     "        qga_fail_all(s, why);\n        s->inflight = req;\n        return;",
+     "        qga_request_finish(s->inflight, NULL, NULL);",
+     ["e:test_shutdown_agent_killed"]),
+    ("no input budget", QGA,
+     "    len = MIN(len, s->input_budget);\n    s->input_budget -= len;", "",
+     ["e:test_hostile_urandom_flood"]),
+    ("pending requests wait for a dead guest", QGA,
+     "    if (state == RUN_STATE_SHUTDOWN || state == RUN_STATE_GUEST_PANICKED) {",
+     "    if (0) {", ["q:guest-panicked"]),
+    ("late replies not counted", QGA,
+     "                s->stale_output = true;\n                s->stale_replies++;",
+     "                s->stale_output = true;", ["q:late-reply"]),
+]
+
+
+def env():
+    e = dict(os.environ)
+    e.update({
+        "PATH": "/usr/lib/ccache:" + e["PATH"],
+        "CCACHE_NOHASHDIR": "1",
+        "CCACHE_DIR": e.get("CCACHE_DIR", os.path.join(
+            os.path.expanduser("~"), ".cache", "qga-passthrough", "ccache")),
+        "CCACHE_BASEDIR": TREE,
+        "CCACHE_SLOPPINESS": "time_macros,include_file_mtime,"
+                             "include_file_ctime",
+        "QTEST_QEMU_BINARY": "./qemu-system-x86_64",
+        "QGA_QEMU": os.path.join(MUT, "qemu-system-x86_64"),
+    })
+    return e
+
+
+def configure():
+    """build-mut: the configuration of scripts/build.sh, built from the
+    same ccache (its paths relative to the tree are the same)."""
+    subprocess.run([os.path.join(TOP, "scripts", "build.sh"), TREE],
+                   env=dict(env(), QGA_BUILD_DIR=MUT, QGA_NINJA_TARGETS=" "
+                            .join(TARGETS)), check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def build():
+    r = subprocess.run(["ninja"] + TARGETS, cwd=MUT, env=env(), text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       check=False)
+    return r.returncode == 0, r.stdout[-3000:]
+
+
+def run_test(test):
+    """True when @test passes on the binary in build-mut."""
+    kind, name = test.split(":", 1)
+    if kind == "q":
+        cmd = ["timeout", "60", os.path.join(MUT, QTEST), "-p",
+               "/x86_64/qga-passthrough/" + name]
+        cwd = MUT
+    else:
+        cmd = ["timeout", "300", "/usr/bin/python3",
+               os.path.join(TOP, "tests", "run.py"), "-k", name]
+        cwd = TOP
+    r = subprocess.run(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, check=False)
+    if kind == "e" and "0 passed" in r.stdout.splitlines()[-1:]:
+        return False
+    return r.returncode == 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-k", default="", help="only mutants whose name has this")
+    opts = ap.parse_args()
+    mutants = [m for m in MUTANTS if opts.k in m[0]]
+    if not mutants:
+        print("check-mutants: no mutant selected")
+        return 1
+    dirty = subprocess.run(["git", "-C", TREE, "status", "--porcelain",
+                            "--untracked-files=no"], text=True, check=True,
+                           stdout=subprocess.PIPE).stdout
+    if dirty:
+        print("check-mutants: %s has uncommitted changes:\n%s" % (TREE, dirty))
+        return 1
+    t0 = time.monotonic()
+    configure()
+    bad = []
+    # control: the unmutated build passes every test the mutants use
+    tests = sorted({t for m in mutants for t in m[4]})
+    for t in tests:
+        if not run_test(t):
+            print("check-mutants: control failed: %s fails without a "
+                  "mutant" % t)
+            bad.append("control " + t)
+    rows = []
+    for name, path, old, new, mtests in mutants:
+        full = os.path.join(TREE, path)
+        with open(full, encoding="utf-8") as f:
+            orig = f.read()
+        if orig.count(old) != 1:
+            rows.append((name, "DOES NOT APPLY (update the table)"))
+            bad.append(name)
+            continue
+        t1 = time.monotonic()
+        try:
+            with open(full, "w", encoding="utf-8") as f:
+                f.write(orig.replace(old, new))
+            ok, log = build()
+            if not ok:
+                rows.append((name, "BUILD FAILED"))
+                print(log)
+                bad.append(name)
+                continue
+            killed = [t for t in mtests if not run_test(t)]
+        finally:
+            with open(full, "w", encoding="utf-8") as f:
+                f.write(orig)
+        rows.append((name, ("killed by " + ", ".join(killed)) if killed
+                     else "SURVIVED"))
+        if not killed:
+            bad.append(name)
+        print("%-45s %s (%.0f s)" % (rows[-1] + (time.monotonic() - t1,)),
+              flush=True)
+    build()
+    print("\n| mutant | result |\n|---|---|")
+    for name, result in rows:
+        print("| %s | %s |" % (name, result))
+    print("\ncheck-mutants: %d mutants, %d not killed, %.0f s"
+          % (len(rows), len(bad), time.monotonic() - t0))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
