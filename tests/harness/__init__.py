@@ -513,6 +513,12 @@ class QMPSocket:
                 raise EOFError("QEMU closed the QMP connection")
             self.buf += chunk
 
+    def message(self, timeout=REPLY_TIMEOUT):
+        """The next message, event or reply, within @timeout seconds;
+        raises TimeoutError, or EOFError once QEMU closed the
+        connection."""
+        return self._message(time.monotonic() + timeout)[0]
+
     def send(self, name, args=None):
         """Send a command; returns its id for reply()."""
         self.next_id += 1
