@@ -426,7 +426,7 @@ def test_hostile_floods():
         flap_errors = (not_opened(), port_closed("guest-ping", False),
                        timed_out("guest-ping", 2000, False))
 
-        def flap(h):
+        def pings_while_flapping(h, *errors):
             # for a while, to see the events' throttling
             end = time.monotonic() + FLAP_SECS
             results = []
@@ -434,20 +434,17 @@ def test_hostile_floods():
                 results += h.concurrent("guest-ping", 2000, show=False)
             print_outcomes("guest-ping", results)
             for r in results:
-                check_error(r, 2000, *flap_errors)
+                check_error(r, 2000, *errors)
+
+        def flap(h):
+            pings_while_flapping(h, *flap_errors)
 
         h.attack("flap", FLAP, flap, wait=None)
 
         def flap_sync(h):
-            end = time.monotonic() + FLAP_SECS
-            results = []
-            while time.monotonic() < end:
-                results += h.concurrent("guest-ping", 2000, show=False)
-            print_outcomes("guest-ping", results)
-            for r in results:
-                check_error(r, 2000, *flap_errors,
-                            port_closed("guest-ping", True),
-                            timed_out("guest-ping", 2000, True))
+            pings_while_flapping(h, *flap_errors,
+                                 port_closed("guest-ping", True),
+                                 timed_out("guest-ping", 2000, True))
 
         h.attack("flap-sync", FLAP_SYNC, flap_sync, wait=None)
 

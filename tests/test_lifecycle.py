@@ -51,6 +51,24 @@ async def failure(cmd, timeout=60):
     raise AssertionError("the command succeeded: %r" % rsp)
 
 
+def shutdown_interrupted(g, trigger):
+    """guest-shutdown waits for the stopped agent on one monitor; await
+    trigger(ctl) with ctl a client of another; return the description of
+    the error guest-shutdown must fail with."""
+    freeze_agent(g)
+
+    async def scenario():
+        a, ctl, cmd = await pending_shutdown(g)
+        try:
+            await trigger(ctl)
+            return await failure(cmd)
+        finally:
+            await a.disconnect()
+            await ctl.disconnect()
+
+    return asyncio.run(scenario())
+
+
 def test_shutdown_agent_killed_is_no_success():
     """The agent is killed before it executes guest-shutdown: the port
     closes, init restarts qemu-ga, the port opens again.  The command fails
@@ -58,20 +76,12 @@ def test_shutdown_agent_killed_is_no_success():
     the guest keeps running."""
     with Guest("current", agent="qga", shell=True, monitors=2) as g:
         g.wait_agent()
-        freeze_agent(g)
 
-        async def scenario():
-            a, ctl, cmd = await pending_shutdown(g)
-            try:
-                g.shell("kill -KILL $(pidof qemu-ga)")
-                desc = await failure(cmd)
-                assert (await ctl.execute("query-status"))["running"]
-                return desc
-            finally:
-                await a.disconnect()
-                await ctl.disconnect()
+        async def kill_agent(ctl):
+            g.shell("kill -KILL $(pidof qemu-ga)")
+            assert (await ctl.execute("query-status"))["running"]
 
-        desc = asyncio.run(scenario())
+        desc = shutdown_interrupted(g, kill_agent)
         assert desc == ("Guest agent command 'guest-shutdown' failed: the "
                         "guest agent's port was opened again; the guest agent"
                         " may have executed it"), desc
@@ -89,18 +99,11 @@ def test_shutdown_host_reset_is_no_success():
         # reset a shutdown
         g.vm.cmd("set-action", reboot="reset")
         g.wait_agent()
-        freeze_agent(g)
 
-        async def scenario():
-            a, ctl, cmd = await pending_shutdown(g)
-            try:
-                await ctl.execute("system_reset")
-                return await failure(cmd)
-            finally:
-                await a.disconnect()
-                await ctl.disconnect()
+        async def reset(ctl):
+            await ctl.execute("system_reset")
 
-        desc = asyncio.run(scenario())
+        desc = shutdown_interrupted(g, reset)
         assert desc == ("Guest agent command 'guest-shutdown' failed: the "
                         "guest was reset by the host; the guest agent may "
                         "have executed it"), desc
