@@ -400,6 +400,20 @@ def report(what, delays):
           % (what, ", ".join("%.2f" % d for d in delays)))
 
 
+def failed_and_recovered(g, h, t0, what, why, reason):
+    """@h's requests failed at once (@why), the agent's info is forgotten,
+    each was answered once, the event said @reason, and the agent comes
+    back by itself."""
+    delays = h.failures(t0, why)
+    st = h.state()
+    idle(st)
+    assert "version" not in st, st
+    h.answered_once()
+    report(what, delays)
+    expect_reason(g, reason)
+    recovered(g)
+
+
 def test_host_reset_fails_pending():
     """system_reset from the host: both requests fail at once (the guest
     was reset by the host), the agent comes back by itself."""
@@ -408,14 +422,8 @@ def test_host_reset_fails_pending():
         with Held(g) as h:
             g.clear_events()
             t0 = h.trigger("system_reset")
-            delays = h.failures(t0, "the guest was reset by the host")
-            st = h.state()
-            idle(st)
-            assert "version" not in st, st
-            h.answered_once()
-            report("host reset", delays)
-            expect_reason(g, "reset")
-            recovered(g)
+            failed_and_recovered(g, h, t0, "host reset",
+                                 "the guest was reset by the host", "reset")
 
 
 def test_stop_cont_within_timeout():
@@ -857,14 +865,9 @@ def test_agent_killed_with_pending():
             g.clear_events()
             t0 = time.monotonic()
             g.shell("kill -KILL $(pidof qemu-ga)")
-            delays = h.failures(t0, "the guest closed the guest agent's port")
-            st = h.state()
-            idle(st)
-            assert "version" not in st, st
-            h.answered_once()
-            report("agent killed", delays)
-            expect_reason(g, "port-closed")
-            recovered(g)
+            failed_and_recovered(g, h, t0, "agent killed",
+                                 "the guest closed the guest agent's port",
+                                 "port-closed")
 
 
 def test_no_syncs_while_shut_down():
