@@ -9,6 +9,9 @@ one summary line and a non-zero exit status when anything failed.
   tests/run.py                 all checks
   tests/run.py -k agent        only checks whose name contains 'agent'
   tests/run.py --list          list the checks
+
+The checks are assert statements, which python3 -O and PYTHONOPTIMIZE
+remove; run.py then runs itself again without them.
 """
 
 import argparse
@@ -38,7 +41,23 @@ def collect():
     return tests
 
 
+def asserts_work():
+    try:
+        assert False
+    except AssertionError:
+        return True
+    return False
+
+
 def main():
+    if sys.flags.optimize:
+        env = dict(os.environ)
+        env.pop("PYTHONOPTIMIZE", None)
+        os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)]
+                  + sys.argv[1:], env)
+    if not asserts_work():
+        raise RuntimeError("assert statements are disabled: the checks "
+                           "would pass without checking anything")
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-k", action="append", default=[],

@@ -5,28 +5,7 @@ management tools do today.  They prove the harness (guest builder, QEMU
 launcher, agent client) before any passthrough code is involved.
 """
 
-import secrets
-
-from harness import (AgentError, Guest, agent_exec, agent_read_file,
-                     tree_version)
-
-
-def exercise_agent(agent):
-    """ping, exec with captured output, file read; returns guest-info."""
-    assert agent.cmd("guest-ping") == {}
-    info = agent.cmd("guest-info")
-    enabled = [c["name"] for c in info["supported_commands"] if c["enabled"]]
-    assert "guest-exec" in enabled and "guest-file-read" in enabled, enabled
-
-    token = secrets.token_hex(8)
-    st = agent_exec(agent, "/bin/sh", ["-c", "echo %s | tee /tmp/token" % token])
-    assert st["exitcode"] == 0, st
-    assert st["out-data"] == (token + "\n").encode(), st
-
-    assert agent_read_file(agent, "/tmp/token") == (token + "\n").encode()
-    version = agent_read_file(agent, "/proc/version", count=16)
-    assert version.startswith(b"Linux version "), version
-    return info
+from harness import AgentError, Guest, agent_exec, exercise_agent, tree_version
 
 
 def test_socket_agent_current():

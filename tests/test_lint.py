@@ -13,10 +13,10 @@ scripts/qapi/backend.py gets too-few-public-methods).
 """
 
 import os
-import subprocess
 import tempfile
 
 from harness import TREE
+from harness import run as run_tool
 
 SCRIPTS = os.path.join(TREE, "scripts")
 
@@ -25,9 +25,10 @@ TOOLS = {t: "/usr/bin/" + t for t in ("flake8", "isort", "mypy", "pylint")}
 
 
 def run(cmd, cwd):
-    cmd = [TOOLS.get(cmd[0], cmd[0])] + cmd[1:]
-    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, check=False)
+    """Run @cmd (Debian's linters by their names); returns (status,
+    output)."""
+    proc = run_tool([TOOLS.get(cmd[0], cmd[0])] + cmd[1:], cwd=cwd,
+                    check=False)
     return proc.returncode, proc.stdout
 
 

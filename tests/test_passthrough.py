@@ -12,10 +12,12 @@ import os
 import subprocess
 import time
 
-from harness import QEMU, Guest, freeze_agent, tree_version
+from harness import (QEMU, Guest, QMPAgent, exercise_agent, freeze_agent,
+                     tree_version)
 
 # pylint: disable=wrong-import-order
 from qemu.qmp import ExecuteError, QMPClient
+from qemu.qmp.qmp_client import ExecInterruptedError
 
 
 async def client(path, name):
@@ -24,13 +26,13 @@ async def client(path, name):
     return qmp
 
 
-async def wait_in_flight(ctl, count=1, timeout=60):
+async def wait_in_flight(ctl, count=1, timeout=60, key="in-flight"):
     """Poll query-guest-agent (on another monitor) until @count requests
-    are in flight to the agent."""
+    are in flight to the agent (with @key "queued": wait to be sent)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while (await ctl.execute("query-guest-agent"))["in-flight"] != count:
-        assert loop.time() < deadline, "request never reached the agent"
+    while (await ctl.execute("query-guest-agent"))[key] != count:
+        assert loop.time() < deadline, "no request ever was %s" % key
         await asyncio.sleep(0.01)
 
 
@@ -45,11 +47,9 @@ async def pending_ping(g):
 
 
 def check_agent(g, version_prefix):
-    assert g.vm.cmd("guest-ping") == {}
-    info = g.vm.cmd("guest-info")
+    """exercise_agent() through QMP, and query-guest-agent agrees."""
+    info = exercise_agent(QMPAgent(g.vm))
     assert info["version"].startswith(version_prefix), info["version"]
-    names = [c["name"] for c in info["supported_commands"] if c["enabled"]]
-    assert "guest-ping" in names, names
     state = g.vm.cmd("query-guest-agent")
     assert state["configured"] and state["guest-connected"] and \
         state["synced"], state
@@ -157,20 +157,22 @@ def test_qmp_slow_agent_does_not_block_other_monitors():
             a = await client(g.monitors[0], "a")
             b = await client(g.monitors[1], "b")
             try:
+                order = []
                 ping = asyncio.ensure_future(a.execute("guest-ping"))
+                ping.add_done_callback(lambda f: order.append("ping"))
                 status = asyncio.ensure_future(a.execute("query-status"))
-                # B is served while A's guest-ping is pending
+                status.add_done_callback(lambda f: order.append("status"))
+                # B is served while A's guest-ping is in flight
+                await wait_in_flight(b)
                 for _ in range(3):
                     st = await asyncio.wait_for(b.execute("query-status"), 60)
                     assert st["status"] == "running", st
-                assert not ping.done() and not status.done()
+                assert not ping.done(), ping
                 freeze_agent(g, stop=False)
-                done, _ = await asyncio.wait([ping, status], timeout=60,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                # in issue order: the ping's reply comes first
-                assert ping in done, (ping, status)
-                assert await ping == {}
+                assert await asyncio.wait_for(ping, 60) == {}
                 assert (await asyncio.wait_for(status, 60))["running"]
+                # in issue order: the ping's reply came first
+                assert order == ["ping", "status"], order
             finally:
                 await a.disconnect()
                 await b.disconnect()
@@ -206,19 +208,53 @@ def test_qmp_concurrent_clients():
 
 
 def test_qmp_per_call_timeout():
-    """A per-call timeout fails that call; the late reply is dropped and
-    the channel resyncs for the next request."""
-    with Guest("current", agent="qga", shell=True) as g:
+    """A per-call timeout fails that call; its late reply, which comes
+    while the next request waits, is dropped (that request gets its own
+    reply) and the channel resyncs."""
+    with Guest("current", agent="qga", shell=True, monitors=2) as g:
         g.wait_agent()
         freeze_agent(g)
+        before = g.vm.cmd("query-guest-agent")
         err = g.qmp_error("guest-ping", timeout=300)
         assert err["desc"] == ("Guest agent command 'guest-ping' timed out "
                                "after 300 ms; the guest agent may have "
                                "executed it"), err
+
+        async def scenario():
+            a = await client(g.monitors[0], "a")
+            ctl = await client(g.monitors[1], "ctl")
+            try:
+                # guest-info waits for the resync; given the late {} of
+                # guest-ping it would fail as an invalid reply
+                info = asyncio.ensure_future(a.execute("guest-info"))
+                await wait_in_flight(ctl, key="queued")
+                freeze_agent(g, stop=False)
+                return await asyncio.wait_for(info, 60)
+            finally:
+                await a.disconnect()
+                await ctl.disconnect()
+
+        info = asyncio.run(scenario())
+        assert info["version"] == tree_version(), info
+        state = g.vm.cmd("query-guest-agent")
+        # the late reply counts; so do the replies to earlier syncs, if
+        # QEMU retried one while the agent was stopped
+        assert state["timeouts"] == 1 and state["invalid-replies"] == 0 and \
+            state["stale-replies"] > before["stale-replies"], state
+
+
+def test_qmp_default_timeout():
+    """Without a timeout of its own, a command gets the qga chardev's
+    default timeout, 30000 ms."""
+    with Guest("current", agent="qga", shell=True) as g:
+        g.wait_agent()
+        freeze_agent(g)
+        err = g.qmp_error("guest-ping")
+        assert err["desc"] == ("Guest agent command 'guest-ping' timed out "
+                               "after 30000 ms; the guest agent may have "
+                               "executed it"), err
         freeze_agent(g, stop=False)
         assert g.vm.cmd("guest-ping") == {}
-        state = g.vm.cmd("query-guest-agent")
-        assert state["timeouts"] == 1, state
 
 
 def test_qmp_client_disconnect_with_pending_request():
@@ -228,18 +264,27 @@ def test_qmp_client_disconnect_with_pending_request():
         g.wait_agent()
         freeze_agent(g)
 
+        before = g.vm.cmd("query-guest-agent")
+
         async def scenario():
             a, ctl, ping = await pending_ping(g)
             await a.disconnect()
+            # the client library ends the call of a closed connection
             try:
-                await ping
-            except Exception:  # pylint: disable=broad-except
+                rsp = await asyncio.wait_for(ping, 60)
+            except ExecInterruptedError:
                 pass
+            else:
+                raise AssertionError("a reply after disconnecting: %r" % rsp)
             await ctl.disconnect()
 
         asyncio.run(scenario())
         freeze_agent(g, stop=False)
         assert g.vm.cmd("guest-ping") == {}
+        # QEMU consumed the agent's reply to the dropped request
+        state = g.vm.cmd("query-guest-agent")
+        assert state["stale-replies"] == before["stale-replies"] and \
+            state["in-flight"] == 0 and state["invalid-replies"] == 0, state
         # a new client on the same monitor gets no stale reply
         async def again():
             a = await client(g.monitors[0], "a2")

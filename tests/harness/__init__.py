@@ -17,6 +17,7 @@ import re
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -63,7 +64,51 @@ class AgentError(Exception):
     """The agent replied with an error, or did not reply in time."""
 
 
-class AgentSocket:
+def run(cmd, cwd=None, check=True):
+    """Run @cmd, with its stderr in its stdout (text); returns the
+    CompletedProcess.  With @check, fail when it exits non-zero."""
+    proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s"
+                             % (" ".join(cmd), proc.returncode, proc.stdout))
+    return proc
+
+
+class LineReader:
+    """Newline-terminated messages from a byte stream, every wait bounded.
+    Subclasses define _read(timeout): the next bytes, None when nothing
+    came within @timeout seconds; at the end of the stream it raises."""
+
+    def __init__(self):
+        self.buf = b""
+
+    def _read(self, timeout):
+        raise NotImplementedError
+
+    def line(self, deadline, strip=b""):
+        """The next line that is not empty once @strip's bytes are
+        removed (without them, and without surrounding white space), or
+        None when the monotonic time @deadline passes first."""
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line, self.buf = self.buf[:i], self.buf[i + 1:]
+                for b in strip:
+                    line = line.replace(bytes([b]), b"")
+                line = line.strip()
+                if line:
+                    return line
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            chunk = self._read(left)
+            if chunk is not None:
+                self.buf += chunk
+
+
+class AgentSocket(LineReader):
     """A plain host-side client of qemu-ga on a unix socket chardev.
 
     This is what every management tool does today (the baseline our
@@ -72,10 +117,10 @@ class AgentSocket:
     """
 
     def __init__(self, path, timeout=REPLY_TIMEOUT):
+        super().__init__()
         self.path = path
         self.timeout = timeout
         self.sock = None
-        self.buf = b""
 
     def connect(self, timeout=10.0):
         deadline = time.monotonic() + timeout
@@ -102,26 +147,18 @@ class AgentSocket:
         self.sock.settimeout(self.timeout)
         self.sock.sendall((b"\xff" if delimit else b"") + data + b"\n")
 
+    def _read(self, timeout):
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(1 << 20)
+        except socket.timeout:
+            return None
+        if not chunk:
+            raise AgentError("agent socket closed by QEMU")
+        return chunk
+
     def _line(self, deadline):
-        while True:
-            i = self.buf.find(b"\n")
-            if i >= 0:
-                line, self.buf = self.buf[:i], self.buf[i + 1:]
-                line = line.replace(b"\xff", b"").strip()
-                if line:
-                    return line
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except socket.timeout:
-                return None
-            if not chunk:
-                raise AgentError("agent socket closed by QEMU")
-            self.buf += chunk
+        return self.line(deadline, strip=b"\xff")
 
     def sync(self, timeout):
         """Handshake; returns once the newest sync id comes back.
@@ -400,8 +437,26 @@ class Guest:
         self.stop()
 
 
+# QEMU's error for a guest-file-read handle that is no integer (an error of
+# the agent's would start with "Guest agent: ")
+INVALID_HANDLE = "Invalid parameter type for 'handle', expected: integer"
+
+
+class QMPAgent:
+    """The agent's commands through QEMU's main QMP monitor (the
+    passthrough), with AgentSocket's cmd(): for agent_exec() and
+    agent_read_file()."""
+
+    def __init__(self, vm):
+        self.vm = vm
+
+    def cmd(self, name, args=None):
+        return self.vm.cmd(name, **(args or {}))
+
+
 def agent_exec(agent, path, args=(), timeout=REPLY_TIMEOUT):
-    """guest-exec with captured output, polled until it exits."""
+    """guest-exec with captured output, polled until it exits; @agent is
+    an AgentSocket or a QMPAgent.  out-data and err-data are decoded."""
     pid = agent.cmd("guest-exec", {"path": path, "arg": list(args),
                                    "capture-output": True})["pid"]
     deadline = time.monotonic() + timeout
@@ -419,7 +474,9 @@ def agent_exec(agent, path, args=(), timeout=REPLY_TIMEOUT):
         delay = min(delay * 2, 0.1)
 
 
-def agent_read_file(agent, path, count=65536):
+def agent_read_file(agent, path, count=65536, limit=64 << 20):
+    """The contents of file @path in the guest, read @count bytes at a
+    time; fails once more than @limit bytes came without an end."""
     handle = agent.cmd("guest-file-open", {"path": path, "mode": "r"})
     data = bytearray()
     try:
@@ -429,9 +486,30 @@ def agent_read_file(agent, path, count=65536):
             data += base64.b64decode(r["buf-b64"])
             if r.get("eof") or r["count"] == 0:
                 break
+            assert len(data) <= limit, "%s: no end after %d bytes" % (
+                path, len(data))
     finally:
         agent.cmd("guest-file-close", {"handle": handle})
     return bytes(data)
+
+
+def exercise_agent(agent):
+    """ping, exec with captured output, file read through @agent (an
+    AgentSocket or a QMPAgent); returns guest-info."""
+    assert agent.cmd("guest-ping") == {}
+    info = agent.cmd("guest-info")
+    enabled = [c["name"] for c in info["supported_commands"] if c["enabled"]]
+    assert "guest-exec" in enabled and "guest-file-read" in enabled, enabled
+
+    token = secrets.token_hex(8)
+    st = agent_exec(agent, "/bin/sh", ["-c", "echo %s | tee /tmp/token" % token])
+    assert st["exitcode"] == 0, st
+    assert st["out-data"] == (token + "\n").encode(), st
+
+    assert agent_read_file(agent, "/tmp/token") == (token + "\n").encode()
+    version = agent_read_file(agent, "/proc/version", count=16)
+    assert version.startswith(b"Linux version "), version
+    return info
 
 
 def freeze_agent(guest, stop=True):
