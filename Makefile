@@ -15,6 +15,14 @@
 #                      FIRST=N starts at patch N)
 #   make check-mutants break the series on purpose, one small change at a
 #                      time, and check that the tests notice
+#   make build-fuzz    the fuzz target, with clang, libFuzzer, ASan and UBSan,
+#                      in build/qemu/build-fuzz
+#   make fuzz          fuzz the guest agent channel for FUZZ_TIME seconds
+#                      (default 180); corpus and crashes in build/fuzz
+#   make fuzz-record   record the real qemu-ga's replies for the seeds
+#   make check-sanitizers  QEMU built with ASan + UBSan (build/qemu/build-san):
+#                      the series' qtests and unit tests, the fuzz
+#                      regression inputs and the end-to-end suites
 #   make clean         remove QEMU's build directory (the tree and caches stay)
 #   make distclean     remove build/ entirely (downloads and ccache stay cached)
 
@@ -27,7 +35,7 @@ PYTHON := /usr/bin/python3
 T ?=
 FIRST ?= 1
 
-.PHONY: all deps source tree build build-each guest export export-check check check-mutants demo clean distclean bench
+.PHONY: all deps source tree build build-each guest export export-check check check-mutants demo clean distclean bench build-fuzz fuzz fuzz-record build-sanitizers check-sanitizers
 
 all: build
 
@@ -56,8 +64,25 @@ export:
 export-check:
 	@scripts/export.sh --check $(TREE)
 
-check: guest
+check: guest build-fuzz
 	@$(PYTHON) tests/run.py $(if $(T),-k $(T))
+
+build-fuzz: tree
+	@QGA_FLAVOUR=fuzz QGA_NINJA_TARGETS=tests/fuzz/qga-channel-fuzz \
+		scripts/build.sh $(TREE)
+
+FUZZ_TIME ?= 180
+fuzz: build-fuzz
+	@$(PYTHON) scripts/fuzz.py --time $(FUZZ_TIME)
+
+fuzz-record: guest
+	@$(PYTHON) scripts/fuzz-record.py
+
+build-sanitizers: tree
+	@QGA_FLAVOUR=sanitizers scripts/build.sh $(TREE)
+
+check-sanitizers: guest build-fuzz build-sanitizers
+	@$(PYTHON) scripts/check-sanitizers.py $(if $(T),-k $(T))
 
 # make check-mutants K=event: only mutants whose name contains 'event'
 K ?=

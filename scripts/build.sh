@@ -5,9 +5,17 @@ set -euo pipefail
 
 DIR=${1:?usage: build.sh DIR}
 JOBS=${JOBS:-$(nproc)}
+# QGA_FLAVOUR: "" (the lean build), "sanitizers" (ASan + UBSan, in
+# DIR/build-san) or "fuzz" (clang, libFuzzer, ASan + UBSan, in DIR/build-fuzz),
 # QGA_BUILD_DIR: another build directory of the same tree (check-mutants),
 # QGA_NINJA_TARGETS: build only these
-B=${QGA_BUILD_DIR:-$DIR/build}
+FLAVOUR=${QGA_FLAVOUR:-}
+case "$FLAVOUR" in
+    "") B=${QGA_BUILD_DIR:-$DIR/build} ;;
+    sanitizers) B=${QGA_BUILD_DIR:-$DIR/build-san} ;;
+    fuzz) B=${QGA_BUILD_DIR:-$DIR/build-fuzz} ;;
+    *) echo "build.sh: unknown QGA_FLAVOUR '$FLAVOUR'" >&2; exit 1 ;;
+esac
 
 # ccache: QEMU's configure names the compiler ('cc') in meson's cross file,
 # so meson does not add ccache by itself; put ccache's masquerade directory
@@ -29,8 +37,19 @@ CONFIGURE_ARGS=(
     --target-list=x86_64-softmmu
     --without-default-features
     --enable-guest-agent --enable-slirp --enable-pixman --enable-fdt=system
-    --enable-docs
 )
+case "$FLAVOUR" in
+    "") CONFIGURE_ARGS+=(--enable-docs) ;;
+    sanitizers) CONFIGURE_ARGS+=(--enable-asan --enable-ubsan) ;;
+    # the guest agent is not needed: the fuzz target is all that is built
+    fuzz) args=()
+          for a in "${CONFIGURE_ARGS[@]}"; do
+              [ "$a" = --enable-guest-agent ] || args+=("$a")
+          done
+          CONFIGURE_ARGS=("${args[@]}"
+                          --cc=clang --cxx=clang++ --enable-fuzzing
+                          --enable-asan --enable-ubsan) ;;
+esac
 
 stamp=$B/.qga-configure-args
 if [ ! -f "$B/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${CONFIGURE_ARGS[*]}" ]; then

@@ -63,6 +63,8 @@ PKGS="$PKGS xz-utils zstd gzip"
 PKGS="$PKGS python3-sphinx python3-sphinx-rtd-theme"
 # series hygiene (checkpatch.pl, QEMU's linters for scripts/qapi) and tests
 PKGS="$PKGS perl socat flake8 isort mypy pylint"
+# the fuzz target (clang with libFuzzer and the sanitizer runtimes)
+PKGS="$PKGS clang libclang-rt-14-dev"
 
 missing=""
 for p in $PKGS; do
