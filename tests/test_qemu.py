@@ -2,7 +2,8 @@
 
 QMP (qmp-test with its OOB test, qmp-cmd-test), the QAPI generator's schema
 regression tests, the QMP dispatcher unit test (test-qmp-cmds), the QObject
-input visitor (test-qobject-input-visitor), chardev
+input visitor (test-qobject-input-visitor), the JSON parser (check-qjson),
+chardev
 (test-char), qemu-ga (test-qga) and virtio-serial (the virtio-serial paths
 of qos-test).  A check fails when meson reports a failure, when the test
 did not actually run, or when any of its TAP subtests was skipped (meson
@@ -67,6 +68,12 @@ def test_unit_qobject_input_visitor():
 
 def test_unit_qmp_event():
     meson_test("test-qmp-event")
+
+
+def test_unit_check_qjson():
+    """The JSON parser that reads the guest agent's output (its duplicate
+    key case leaks under LeakSanitizer without the series' fix)."""
+    meson_test("check-qjson")
 
 
 def test_unit_char():

@@ -25,7 +25,9 @@ import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 TREE = os.environ.get("QGA_TREE", os.path.join(TOP, "build", "qemu"))
-BUILD = os.path.join(TREE, "build")
+# QGA_BUILD: another build directory, e.g. build/qemu/build-san for
+# make check-sanitizers
+BUILD = os.environ.get("QGA_BUILD", os.path.join(TREE, "build"))
 QEMU = os.environ.get("QGA_QEMU", os.path.join(BUILD, "qemu-system-x86_64"))
 QEMU_GA = os.path.join(BUILD, "qga", "qemu-ga")
 GUESTS = os.environ.get("QGA_GUESTS", os.path.join(TOP, "build", "guest"))
