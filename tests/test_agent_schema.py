@@ -22,8 +22,8 @@ from qemu.machine import QEMUMachine  # noqa: E402
 sys.path.insert(0, os.path.join(TREE, "scripts"))
 from qapi.schema import (QAPISchema, QAPISchemaAlternateType,  # noqa: E402
                          QAPISchemaArrayType, QAPISchemaBuiltinType,
-                         QAPISchemaCommand, QAPISchemaEnumType,
-                         QAPISchemaObjectType)
+                         QAPISchemaEnumType, QAPISchemaObjectType,
+                         QAPISchemaVisitor)
 
 AGENT_SCHEMA = os.path.join(TREE, "qga", "qapi-schema.json")
 NOT_FORWARDED = {"guest-sync", "guest-sync-delimited"}
@@ -42,7 +42,8 @@ class Compare:
 
     def entity(self, name, where):
         if name not in self.qmp:
-            raise Mismatch("%s: query-qmp-schema lacks type %r" % (where, name))
+            raise Mismatch("%s: query-qmp-schema lacks type %r"
+                           % (where, name))
         return self.qmp[name]
 
     def type(self, typ, name, where):
@@ -112,10 +113,20 @@ class Compare:
                            % (where, what, got))
 
 
+class CommandNames(QAPISchemaVisitor):
+    def __init__(self):
+        self.names = []
+
+    def visit_command(self, name, *args, **kwargs):
+        self.names.append(name)
+
+
 def agent_commands():
+    """The agent schema's commands (QAPISchemaCommand) by name."""
     schema = QAPISchema(AGENT_SCHEMA)
-    return {e.name: e for e in schema._entity_list  # pylint: disable=W0212
-            if isinstance(e, QAPISchemaCommand)}
+    visitor = CommandNames()
+    schema.visit(visitor)
+    return {name: schema.lookup_entity(name) for name in visitor.names}
 
 
 def qmp_schema():
