@@ -52,7 +52,8 @@ def is_report(path):
 
 def main():
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-k", action="append", default=[])
     opts = ap.parse_args()
     if not os.access(os.path.join(BUILD, "qemu-system-x86_64"), os.X_OK):
@@ -80,8 +81,8 @@ def main():
                    if is_report(r)]
         for r in reports:
             with open(r, encoding="utf-8", errors="replace") as f:
-                print("==== sanitizer report %s\n%s" % (os.path.basename(r),
-                                                      f.read()[-20000:]))
+                print("==== sanitizer report %s\n%s"
+                      % (os.path.basename(r), f.read()[-20000:]))
         print("check-sanitizers: tests %s, %d sanitizer reports, %.0f s"
               % ("passed" if rc == 0 else "FAILED", len(reports),
                  time.monotonic() - t0))

@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -36,6 +35,9 @@ import time
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TREE = os.path.join(TOP, "build", "qemu")
 BIN = os.path.join(TREE, "build-fuzz", "tests", "fuzz", "qga-channel-fuzz")
+# make fuzz-fast: LeakSanitizer only (QGA_FLAVOUR=fuzz-fast), for long runs
+BIN_FAST = os.path.join(TREE, "build-fuzz-fast", "tests", "fuzz",
+                        "qga-channel-fuzz")
 DICT = os.path.join(TREE, "tests", "fuzz", "qga-channel.dict")
 WORK = os.path.join(TOP, "build", "fuzz")
 SEEDS = os.path.join(WORK, "seeds")
@@ -151,9 +153,9 @@ def write_seeds():
     return len(os.listdir(SEEDS))
 
 
-def need_binary():
-    if not os.access(BIN, os.X_OK):
-        sys.exit("fuzz: %s is not built (make fuzz builds it)" % BIN)
+def need_binary(path=BIN):
+    if not os.access(path, os.X_OK):
+        sys.exit("fuzz: %s is not built (make fuzz builds it)" % path)
 
 
 def replay():
@@ -190,29 +192,39 @@ def last_stats(out):
     return m.groups() if m else ("?", "?", "?")
 
 
-def fuzz(seconds):
-    need_binary()
+def fuzz(seconds, fast=False, jobs=1):
+    binary = BIN_FAST if fast else BIN
+    need_binary(binary)
     write_seeds()
     for d in (CORPUS, CRASHES):
         os.makedirs(d, exist_ok=True)
     before = set(os.listdir(CRASHES))
     t0 = time.monotonic()
-    proc = subprocess.run(
-        [BIN, "-max_total_time=%d" % seconds, "-max_len=%d" % MAX_LEN,
-         "-dict=" + DICT, "-print_final_stats=1", "-timeout=10",
-         "-rss_limit_mb=4096", "-artifact_prefix=" + CRASHES + "/",
-         CORPUS, SEEDS],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    cmd = [binary, "-max_total_time=%d" % seconds, "-max_len=%d" % MAX_LEN,
+           "-dict=" + DICT, "-print_final_stats=1", "-timeout=10",
+           "-rss_limit_mb=4096", "-artifact_prefix=" + CRASHES + "/"]
+    if jobs > 1:
+        # one process per job; a crash is kept and the others go on
+        cmd += ["-fork=%d" % jobs, "-ignore_crashes=1", "-ignore_ooms=0",
+                "-ignore_timeouts=0"]
+    proc = subprocess.run(cmd + [CORPUS, SEEDS], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, check=False)
     elapsed = time.monotonic() - t0
     out = proc.stdout.decode(errors="replace")
     execs = re.search(r"stat::number_of_executed_units: (\d+)", out)
     rate = re.search(r"stat::average_exec_per_sec: +(\d+)", out)
     cov, ft, corp = last_stats(out)
+    forked = re.findall(r"^#(\d+): cov: (\d+) ft: (\d+) corp: (\d+) "
+                        r"exec/s:? (\d+)", out, re.M)
+    if forked:
+        n, cov, ft, corp, r = forked[-1]
+        execs = re.match(r"(\d+)", n)
+        rate = re.match(r"(\d+)", str(int(int(n) / max(elapsed, 1))))
     crashes = sorted(set(os.listdir(CRASHES)) - before)
     for c in crashes:
         path = os.path.join(CRASHES, c)
         minimised = path + ".min"
-        subprocess.run([BIN, "-minimize_crash=1", "-runs=20000",
+        subprocess.run([binary, "-minimize_crash=1", "-runs=20000",
                         "-exact_artifact_path=" + minimised, path],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=False)
@@ -232,8 +244,13 @@ def fuzz(seconds):
 
 def main():
     ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--time", type=int, default=180)
+    ap.add_argument("--fast", action="store_true",
+                    help="the LeakSanitizer-only build (make fuzz-fast)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="fuzzing processes (libFuzzer -fork)")
     ap.add_argument("--replay", action="store_true")
     ap.add_argument("--seeds", action="store_true")
     opts = ap.parse_args()
@@ -242,7 +259,7 @@ def main():
         return 0
     if opts.replay:
         return replay()
-    return fuzz(opts.time)
+    return fuzz(opts.time, opts.fast, opts.jobs)
 
 
 if __name__ == "__main__":
