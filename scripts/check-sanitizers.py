@@ -66,7 +66,11 @@ def main():
             os.environ, QGA_BUILD=BUILD,
             # QEMU runs slower under ASan: give the waits more room
             QGA_BOOT_TIMEOUT="300", QGA_REPLY_TIMEOUT="120",
-            ASAN_OPTIONS=common + ":detect_leaks=0:abort_on_error=1",
+            # a small quarantine: ASan keeps freed memory there to find
+            # uses after free, which the hostile tests' memory bounds
+            # would count as QEMU's
+            ASAN_OPTIONS=common + ":detect_leaks=0:abort_on_error=1"
+            ":quarantine_size_mb=16:thread_local_quarantine_size_kb=256",
             UBSAN_OPTIONS=common + ":halt_on_error=1:print_stacktrace=1",
             # the fuzz target's own, see tests/test_fuzz.py
             QGA_FUZZ_ASAN_OPTIONS=common + ":detect_leaks=1")
