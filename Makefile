@@ -22,6 +22,8 @@
 #   make fuzz-fast     the same without ASan, for long campaigns
 #                      (FUZZ_JOBS=N processes)
 #   make fuzz-record   record the real qemu-ga's replies for the seeds
+#   make check-disabled  QEMU configured with --disable-qga-passthrough
+#                      (build/qemu/build-noqga) builds and lacks it
 #   make check-sanitizers  QEMU built with ASan + UBSan (build/qemu/build-san):
 #                      the series' qtests and unit tests, the fuzz
 #                      regression inputs and the end-to-end suites
@@ -37,7 +39,7 @@ PYTHON := /usr/bin/python3
 T ?=
 FIRST ?= 1
 
-.PHONY: all deps source tree build build-each guest export export-check check check-mutants demo clean distclean bench build-fuzz fuzz build-fuzz-fast fuzz-fast fuzz-record build-sanitizers check-sanitizers
+.PHONY: all deps source tree build build-each guest export export-check check check-mutants demo clean distclean bench build-fuzz fuzz build-fuzz-fast fuzz-fast fuzz-record build-sanitizers check-sanitizers check-disabled
 
 all: build
 
@@ -92,6 +94,12 @@ fuzz-record: guest
 
 build-sanitizers: tree
 	@QGA_FLAVOUR=sanitizers scripts/build.sh $(TREE)
+
+# QEMU configured with --disable-qga-passthrough builds and lacks it
+check-disabled: tree
+	@QGA_FLAVOUR=disabled QGA_NINJA_TARGETS=qemu-system-x86_64 \
+		scripts/build.sh $(TREE)
+	@$(PYTHON) scripts/check-disabled.py
 
 check-sanitizers: guest build-fuzz build-sanitizers
 	@$(PYTHON) scripts/check-sanitizers.py $(if $(T),-k $(T))

@@ -7,8 +7,9 @@ DIR=${1:?usage: build.sh DIR}
 JOBS=${JOBS:-$(nproc)}
 # QGA_FLAVOUR: "" (the lean build), "sanitizers" (ASan + UBSan, in
 # DIR/build-san), "fuzz" (clang, libFuzzer, ASan + UBSan, in DIR/build-fuzz)
-# or "fuzz-fast" (LeakSanitizer instead of ASan and UBSan: about 4 times the
-# executions per second, for long campaigns; DIR/build-fuzz-fast),
+# "fuzz-fast" (LeakSanitizer instead of ASan and UBSan: about 4 times the
+# executions per second, for long campaigns; DIR/build-fuzz-fast) or
+# "disabled" (--disable-qga-passthrough, in DIR/build-noqga),
 # QGA_BUILD_DIR: another build directory of the same tree (check-mutants),
 # QGA_NINJA_TARGETS: build only these
 FLAVOUR=${QGA_FLAVOUR:-}
@@ -17,6 +18,7 @@ case "$FLAVOUR" in
     sanitizers) B=${QGA_BUILD_DIR:-$DIR/build-san} ;;
     fuzz) B=${QGA_BUILD_DIR:-$DIR/build-fuzz} ;;
     fuzz-fast) B=${QGA_BUILD_DIR:-$DIR/build-fuzz-fast} ;;
+    disabled) B=${QGA_BUILD_DIR:-$DIR/build-noqga} ;;
     *) echo "build.sh: unknown QGA_FLAVOUR '$FLAVOUR'" >&2; exit 1 ;;
 esac
 
@@ -44,6 +46,7 @@ CONFIGURE_ARGS=(
 case "$FLAVOUR" in
     "") CONFIGURE_ARGS+=(--enable-docs) ;;
     sanitizers) CONFIGURE_ARGS+=(--enable-asan --enable-ubsan) ;;
+    disabled) CONFIGURE_ARGS+=(--disable-qga-passthrough) ;;
     # the guest agent is not needed: the fuzz target is all that is built
     fuzz|fuzz-fast) args=()
           for a in "${CONFIGURE_ARGS[@]}"; do
