@@ -192,7 +192,7 @@ def last_stats(out):
     return m.groups() if m else ("?", "?", "?")
 
 
-def fuzz(seconds, fast=False, jobs=1):
+def fuzz(seconds, fast=False, jobs=1, max_len=MAX_LEN):
     binary = BIN_FAST if fast else BIN
     need_binary(binary)
     write_seeds()
@@ -200,7 +200,7 @@ def fuzz(seconds, fast=False, jobs=1):
         os.makedirs(d, exist_ok=True)
     before = set(os.listdir(CRASHES))
     t0 = time.monotonic()
-    cmd = [binary, "-max_total_time=%d" % seconds, "-max_len=%d" % MAX_LEN,
+    cmd = [binary, "-max_total_time=%d" % seconds, "-max_len=%d" % max_len,
            "-dict=" + DICT, "-print_final_stats=1", "-timeout=10",
            "-rss_limit_mb=4096", "-artifact_prefix=" + CRASHES + "/"]
     if jobs > 1:
@@ -251,6 +251,9 @@ def main():
                     help="the LeakSanitizer-only build (make fuzz-fast)")
     ap.add_argument("--jobs", type=int, default=1,
                     help="fuzzing processes (libFuzzer -fork)")
+    ap.add_argument("--max-len", type=int, default=MAX_LEN,
+                    help="longest input (shorter: more executions per "
+                    "second, fewer large replies)")
     ap.add_argument("--replay", action="store_true")
     ap.add_argument("--seeds", action="store_true")
     opts = ap.parse_args()
@@ -259,7 +262,7 @@ def main():
         return 0
     if opts.replay:
         return replay()
-    return fuzz(opts.time, opts.fast, opts.jobs)
+    return fuzz(opts.time, opts.fast, opts.jobs, opts.max_len)
 
 
 if __name__ == "__main__":
