@@ -212,14 +212,16 @@ def fuzz(seconds, fast=False, jobs=1, max_len=MAX_LEN):
     elapsed = time.monotonic() - t0
     out = proc.stdout.decode(errors="replace")
     execs = re.search(r"stat::number_of_executed_units: (\d+)", out)
+    execs = execs.group(1) if execs else "?"
     rate = re.search(r"stat::average_exec_per_sec: +(\d+)", out)
+    rate = rate.group(1) if rate else "?"
     cov, ft, corp = last_stats(out)
-    forked = re.findall(r"^#(\d+): cov: (\d+) ft: (\d+) corp: (\d+) "
-                        r"exec/s:? (\d+)", out, re.M)
+    # -fork prints its own totals, and no final stats
+    forked = re.findall(r"^#(\d+): cov: (\d+) ft: (\d+) corp: (\d+) ",
+                        out, re.M)
     if forked:
-        n, cov, ft, corp, r = forked[-1]
-        execs = re.match(r"(\d+)", n)
-        rate = re.match(r"(\d+)", str(int(int(n) / max(elapsed, 1))))
+        execs, cov, ft, corp = forked[-1]
+        rate = "%d" % (int(execs) / max(elapsed, 1))
     crashes = sorted(set(os.listdir(CRASHES)) - before)
     for c in crashes:
         path = os.path.join(CRASHES, c)
@@ -233,11 +235,10 @@ def fuzz(seconds, fast=False, jobs=1, max_len=MAX_LEN):
         shutil.copy(keep, os.path.join(REGRESSIONS, c))
         print("fuzz: crash %s, minimised to tests/fuzz/regressions/%s"
               % (c, c))
-    if crashes or (proc.returncode and not execs):
+    if crashes or (proc.returncode and execs == "?"):
         sys.stdout.write(out[-20000:])
     print("fuzz: %s execs in %.0f s (%s/s), cov %s, ft %s, corpus %s, "
-          "crashes %d" % (execs.group(1) if execs else "?", elapsed,
-                          rate.group(1) if rate else "?", cov, ft, corp,
+          "crashes %d" % (execs, elapsed, rate, cov, ft, corp,
                           len(crashes)))
     return 1 if crashes or proc.returncode else 0
 
