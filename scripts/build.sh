@@ -62,6 +62,13 @@ case "$FLAVOUR" in
                                --extra-ldflags=-fsanitize=leak)
           fi ;;
 esac
+# qga_passthrough is a feature, which --without-default-features turns
+# off: enable it, except in the "disabled" flavour and in trees from
+# before the series' meson patch (build-each), which lack the option
+if [ "$FLAVOUR" != disabled ] &&
+   grep -q "^option('qga_passthrough'" "$DIR/meson_options.txt"; then
+    CONFIGURE_ARGS+=(--enable-qga-passthrough)
+fi
 
 stamp=$B/.qga-configure-args
 if [ ! -f "$B/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "${CONFIGURE_ARGS[*]}" ]; then

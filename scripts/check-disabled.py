@@ -2,7 +2,7 @@
 """scripts/check-disabled.py: QEMU configured with --disable-qga-passthrough
 (scripts/build.sh with QGA_FLAVOUR=disabled, in build/qemu/build-noqga)
 builds and leaves the passthrough out: no qga chardev backend, no guest-*
-commands, no query-guest-agent or x-guest-agent-command, and nothing of the
+commands, no query-guest-agent or guest-agent-command, and nothing of the
 guest agent's schema in query-qmp-schema.  Prints one line per check and
 exits non-zero when one fails.
 """

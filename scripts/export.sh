@@ -9,6 +9,11 @@
 #
 # --check: change nothing; fail, listing what is missing, when TREE has
 # uncommitted changes or commits that PATCHDIR does not hold.
+#
+# The cover letter, patches/0000-cover-letter.patch (not in 'series'), is
+# regenerated with git format-patch --cover-letter: its subject and its text
+# up to the shortlog stay as they are in patches/ (edit them there), the
+# shortlog and the diffstat become the tree's.
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,15 +27,68 @@ PATCHES=${2:-$TOP/patches}
 git -C "$TREE" rev-parse -q --verify refs/tags/upstream >/dev/null || {
     echo "export.sh: $TREE has no 'upstream' tag" >&2; exit 1; }
 
-export_to() {  # export_to DIR: write the patches and the series file to DIR
-    local dir=$1
+COVER=0000-cover-letter.patch
+GIT_FORMAT=(-c core.abbrev=12 -c diff.algorithm=myers -c diff.renames=true
+            -c diff.noprefix=false -c diff.mnemonicPrefix=false -c format.signOff=false
+            -c format.coverLetter=false -c format.numbered=false
+            -c "user.name=QGA Passthrough Developers"
+            -c user.email=devel@qga-passthrough.org)
+
+# cover_text: patches/$COVER's subject (first line) and its text up to the
+# shortlog (the rest); nothing when there is no cover letter
+cover_text() {
+    [ -f "$TOP/patches/$COVER" ] || return 0
+    /usr/bin/python3 - "$TOP/patches/$COVER" <<'PY'
+import re
+import sys
+
+with open(sys.argv[1], encoding="utf-8") as f:
+    head, _, body = f.read().partition("\n\n")
+subject = re.search(r"^Subject: (?:\[[^]]*\] )?(.*(?:\n .*)*)", head, re.M)
+if not subject:
+    sys.exit("export.sh: patches/0000-cover-letter.patch has no Subject")
+# the shortlog starts with "Author Name (N):"
+text = re.split(r"^\S.* \(\d+\):$", body, maxsplit=1, flags=re.M)[0]
+print(re.sub(r"\n ", " ", subject.group(1)))
+print(text.rstrip("\n"))
+PY
+}
+
+# write_cover DIR TEXT: the cover letter of upstream..HEAD, with TEXT
+write_cover() {
+    local dir=$1 text=$2 scratch
+    scratch=$(mktemp -d)
+    git -C "$TREE" "${GIT_FORMAT[@]}" format-patch -q -n --cover-letter --zero-commit \
+        --no-signature -o "$scratch" upstream..HEAD >/dev/null
+    TEXT=$text DATE=$(git -C "$TREE" log -1 --format=%aD HEAD) \
+        /usr/bin/python3 - "$scratch/$COVER" "$dir/$COVER" <<'PY'
+import os
+import re
+import sys
+
+with open(sys.argv[1], encoding="utf-8") as f:
+    cover = f.read()
+subject, _, blurb = os.environ["TEXT"].partition("\n")
+cover = cover.replace("*** SUBJECT HERE ***", subject, 1)
+cover = cover.replace("*** BLURB HERE ***", blurb.strip("\n"), 1)
+# stable output: the date of the newest commit, not the time of export
+cover = re.sub(r"^Date: .*$", "Date: " + os.environ["DATE"], cover,
+               count=1, flags=re.M)
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    f.write(cover)
+PY
+    rm -rf "$scratch"
+}
+
+export_to() {  # export_to DIR: write the patches, the series file and the cover letter to DIR
+    local dir=$1 text
+    text=$(cover_text)
     mkdir -p "$dir"
     rm -f "$dir"/*.patch "$dir/series"
-    git -C "$TREE" -c core.abbrev=12 -c diff.algorithm=myers -c diff.renames=true \
-        -c diff.noprefix=false -c diff.mnemonicPrefix=false -c format.signOff=false \
-        -c format.coverLetter=false -c format.numbered=false \
+    git -C "$TREE" "${GIT_FORMAT[@]}" \
         format-patch -q -N --zero-commit --no-signature -o "$dir" upstream..HEAD >/dev/null
     (cd "$dir" && ls -1 -- *.patch 2>/dev/null || true) > "$dir/series"
+    if [ -n "$text" ]; then write_cover "$dir" "$text"; fi
 }
 
 if [ "$CHECK" = 0 ]; then
@@ -68,6 +126,10 @@ for p in $(comm -12 <(sort "$tmp/series") <(sort "$PATCHES/series" 2>/dev/null |
         status=1
     fi
 done
+if [ -f "$tmp/$COVER" ] && ! cmp -s "$tmp/$COVER" "$PATCHES/$COVER"; then
+    echo "export-check: patches/$COVER's shortlog or diffstat is not the tree's"
+    status=1
+fi
 if ! cmp -s "$tmp/series" "$PATCHES/series"; then
     [ "$status" = 1 ] || echo "export-check: patches/series is not in the order of $TREE's commits"
     status=1

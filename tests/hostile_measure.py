@@ -7,7 +7,7 @@ Boots the tiny guest without qemu-ga (qga.noagent) behind -chardev qga,
 runs 'cat /dev/urandom > /dev/virtio-ports/org.qemu.guest_agent.0' in it
 for --seconds, and meanwhile measures
   - the latency of query-status on another monitor, back to back,
-  - three guest-ping with "timeout": 3000 sent at the same moment on three
+  - three guest-ping with "timeout-ms": 3000 sent at the same moment on three
     more monitors: when each answer arrives and what it says,
   - QEMU's peak RSS (VmHWM),
   - the guest agent events QEMU sends.
@@ -53,7 +53,7 @@ def main():
                  30, "the flood never opened the port")
         time.sleep(max(0.0, t0 + opts.ping_at - time.monotonic()))
         pings = concurrent_commands(g.monitors[1:4], "guest-ping",
-                                    {"timeout": 3000}, timeout=60)
+                                    {"timeout-ms": 3000}, timeout=60)
         time.sleep(max(0.0, t0 + opts.seconds - time.monotonic()))
         summary = probe.stop()
         flood_secs = time.monotonic() - t0

@@ -115,7 +115,7 @@ def parse(path):
 def test_qmp_reference_documents_every_guest_agent_command():
     """Every forwarded command has an entry in the QMP reference, in
     namespace QMP, with each of the agent schema's arguments (optional
-    where the schema says so), the added 'timeout', and a 'Since' that
+    where the schema says so), the added 'timeout-ms', and a 'Since' that
     names QEMU's version and the guest agent's."""
     page = parse(QMP_REF)
     commands = agent_commands()
@@ -139,7 +139,7 @@ def test_qmp_reference_documents_every_guest_agent_command():
                 text):
             problems.append("%s: no 'Since: X.Y, guest agent %s' in %r"
                             % (name, cmd.since, text[:200]))
-        for arg, optional in cmd.args + [("timeout", True)]:
+        for arg, optional in cmd.args + [("timeout-ms", True)]:
             m = re.search(r"(?:^|[ :]) ?%s \(([^)]*)\) –" % re.escape(arg),
                           text)
             if not m:
@@ -147,9 +147,9 @@ def test_qmp_reference_documents_every_guest_agent_command():
             elif ("optional" in m.group(1)) != optional:
                 problems.append("%s: argument %s documented as %r"
                                 % (name, arg, m.group(1)))
-        if "timeout (int, optional) – how long to wait for the guest " \
+        if "timeout-ms (int, optional) – how long to wait for the guest " \
            "agent, in milliseconds" not in text:
-            problems.append("%s: timeout's description is missing" % name)
+            problems.append("%s: timeout-ms's description is missing" % name)
     assert not problems, "\n".join(problems)
     assert checked == len(commands) - len(NOT_FORWARDED), checked
     # The guest agent manual's introduction is replaced by ours

@@ -174,7 +174,7 @@ class Hostile:
     # requests
 
     def request(self, name, args=None, timeout_ms=3000, mon=1):
-        """@name with "timeout": @timeout_ms on extra monitor @mon; returns
+        """@name with "timeout-ms": @timeout_ms on extra monitor @mon; returns
         (seconds to the reply, reply).  The reply is parsed strictly (valid
         UTF-8, no Infinity/NaN) and must arrive within the timeout + SLACK."""
         args = dict(args or {}, timeout=timeout_ms)
@@ -198,7 +198,7 @@ class Hostile:
     def concurrent(self, name, timeout_ms=3000, show=True):
         """@name on monitors 1-3 at the same moment; [(secs, reply)]."""
         results = concurrent_commands(self.g.monitors[1:4], name,
-                                      {"timeout": timeout_ms},
+                                      {"timeout-ms": timeout_ms},
                                       timeout=timeout_ms / 1000.0 + SLACK)
         if show:
             print_outcomes(name, results)
@@ -634,10 +634,10 @@ def test_hostile_malformed_replies():
             # NUL as \u0000 and as modified UTF-8 (C0 80) in a string that
             # is forwarded: QMP carries it as \u0000 (strictly valid JSON),
             # or the reply is refused
-            r = h.request("x-guest-agent-command", {"execute": "guest-ping"})
+            r = h.request("guest-agent-command", {"execute": "guest-ping"})
             if "error" in r[1]:
                 check_error(r, 3000, invalid("guest-ping"),
-                            invalid("x-guest-agent-command"))
+                            invalid("guest-agent-command"))
             else:
                 assert check_return(r, 3000) == {"s": "a\0b\0c"}, r
             # a long description with control characters: bounded, clean
@@ -697,7 +697,7 @@ serve h
 
 def test_hostile_nonfinite_numbers():
     """1e999 in replies (a typed command with a number member, guest-ping,
-    x-guest-agent-command): invalid replies; QMP output stays JSON."""
+    guest-agent-command): invalid replies; QMP output stays JSON."""
     with Hostile() as h:
         names = [c["name"] for c in h.g.vm.cmd("query-commands")]
         assert "guest-get-load" in names, "guest-get-load is not forwarded"
@@ -708,10 +708,10 @@ def test_hostile_nonfinite_numbers():
                         invalid("guest-get-load", NOT_FINITE))
             check_error(h.request("guest-ping"), 3000,
                         invalid("guest-ping", NOT_FINITE))
-            check_error(h.request("x-guest-agent-command",
+            check_error(h.request("guest-agent-command",
                                   {"execute": "guest-ping"}), 3000,
                         invalid("guest-ping", NOT_FINITE),
-                        invalid("x-guest-agent-command", NOT_FINITE))
+                        invalid("guest-agent-command", NOT_FINITE))
             # and a good reply after them is delivered
             load = check_return(h.request("guest-get-load"), 3000)
             assert load == {"load1m": 0.5, "load5m": 0.25,

@@ -128,7 +128,7 @@ def test_timeout_says_whether_sent():
                 cs.append(c)
             try:
                 first = asyncio.ensure_future(
-                    cs[0].execute("guest-ping", {"timeout": 3000}))
+                    cs[0].execute("guest-ping", {"timeout-ms": 3000}))
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + 60
                 while (await cs[2].execute("query-guest-agent"))[
@@ -136,7 +136,7 @@ def test_timeout_says_whether_sent():
                     assert loop.time() < deadline
                     await asyncio.sleep(0.01)
                 second = asyncio.ensure_future(
-                    cs[1].execute("guest-info", {"timeout": 1000}))
+                    cs[1].execute("guest-info", {"timeout-ms": 1000}))
                 return (await failure(first)), (await failure(second))
             finally:
                 for c in cs:
@@ -188,7 +188,7 @@ class Held:
         self.requests = []      # (socket, command id, command name)
         for i, name in enumerate(commands):
             sock = self._connect(g.monitors[i + 1])
-            rid = sock.send(name, {"timeout": timeout_ms})
+            rid = sock.send(name, {"timeout-ms": timeout_ms})
             self.requests.append((sock, rid, name))
             wait_for(lambda i=i: self._held(1, i), BOUND,
                      "%s was not %s" % (name, "queued" if i else
@@ -346,7 +346,7 @@ def expect_error(msg, desc):
 def new_command_error(ctl, desc, name="guest-ping"):
     """A new guest command on @ctl fails at once with @desc."""
     t0 = time.monotonic()
-    rsp = ctl.execute(name, {"timeout": LONG_MS}, timeout=BOUND)
+    rsp = ctl.execute(name, {"timeout-ms": LONG_MS}, timeout=BOUND)
     soft(expect_error, rsp, desc)
     assert time.monotonic() - t0 < BOUND
 
