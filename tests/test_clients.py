@@ -117,7 +117,7 @@ def test_qmp_shell_client():
         proc = subprocess.run(
             [sys.executable, QMP_SHELL, g.monitors[0]],
             input="guest-get-osinfo\n"
-                  "guest-exec path=/bin/true timeout=5000\n"
+                  "guest-exec path=/bin/true timeout-ms=5000\n"
                   "guest-file-read handle=not-a-number\n",
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             timeout=REPLY_TIMEOUT, check=False)

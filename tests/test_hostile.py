@@ -177,7 +177,7 @@ class Hostile:
         """@name with "timeout-ms": @timeout_ms on extra monitor @mon; returns
         (seconds to the reply, reply).  The reply is parsed strictly (valid
         UTF-8, no Infinity/NaN) and must arrive within the timeout + SLACK."""
-        args = dict(args or {}, timeout=timeout_ms)
+        args = dict(args or {}, **{"timeout-ms": timeout_ms})
         qmp = QMPSocket(self.g.monitors[mon])
         try:
             t0 = time.monotonic()
@@ -284,8 +284,8 @@ class Hostile:
         g.wait_agent_change(True, timeout=60)
         wait_for(lambda: self.state()["synced"], 60,
                  "QEMU never got in sync with the real qemu-ga")
-        assert g.vm.cmd("guest-ping", timeout=10000) == {}
-        info = g.vm.cmd("guest-info", timeout=10000)
+        assert g.vm.cmd("guest-ping", timeout_ms=10000) == {}
+        info = g.vm.cmd("guest-info", timeout_ms=10000)
         assert info["version"] == tree_version(), info["version"]
         state = self.state()
         assert state["version"] == tree_version(), state
@@ -639,7 +639,8 @@ def test_hostile_malformed_replies():
                 check_error(r, 3000, invalid("guest-ping"),
                             invalid("guest-agent-command"))
             else:
-                assert check_return(r, 3000) == {"s": "a\0b\0c"}, r
+                assert check_return(r, 3000) == \
+                    {"result": {"s": "a\0b\0c"}}, r
             # a long description with control characters: bounded, clean
             desc = check_error(h.request("guest-ping"), 3000,
                                re.escape("Guest agent: ") + ".*")

@@ -489,7 +489,7 @@ def test_late_reply_is_counted_stale():
     with Checks(), lifecycle_guest(monitors=0) as g:
         boot(g)
         before = g.vm.cmd("query-guest-agent")
-        err = g.qmp_error("guest-ping", timeout=500)
+        err = g.qmp_error("guest-ping", timeout_ms=500)
         assert err["desc"].startswith("Guest agent command 'guest-ping' "
                                       "timed out after 500 ms"), err
         soft(expect_equal, err["desc"], "Guest agent command 'guest-ping' "
@@ -890,7 +890,7 @@ def test_no_syncs_while_shut_down():
         try:
             g.start()
             boot(g, reboot="shutdown", shutdown="pause")
-            err = g.qmp_error("guest-ping", timeout=200)
+            err = g.qmp_error("guest-ping", timeout_ms=200)
             assert "timed out after 200 ms" in err["desc"], err
             assert not g.vm.cmd("query-guest-agent")["synced"]
             sent = syncs()

@@ -215,7 +215,7 @@ def test_qmp_per_call_timeout():
         g.wait_agent()
         freeze_agent(g)
         before = g.vm.cmd("query-guest-agent")
-        err = g.qmp_error("guest-ping", timeout=300)
+        err = g.qmp_error("guest-ping", timeout_ms=300)
         assert err["desc"] == ("Guest agent command 'guest-ping' timed out "
                                "after 300 ms; the guest agent may have "
                                "executed it"), err

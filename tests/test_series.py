@@ -1,6 +1,7 @@
 """Series hygiene: checkpatch, clean application, stable export, export-check."""
 
 import os
+import re
 import shutil
 import tempfile
 
@@ -124,3 +125,26 @@ def test_export_check():
         assert "version-test-change.patch" in proc.stdout, proc.stdout
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_cover_letter():
+    """patches/0000-cover-letter.patch (git format-patch --cover-letter,
+    refreshed by make export) is not part of the series, counts its
+    patches in the subject, and lists every patch's subject."""
+    names = series()
+    assert not any(n.startswith("0000-") for n in names), names
+    with open(os.path.join(PATCHES, "0000-cover-letter.patch"),
+              encoding="utf-8") as f:
+        cover = f.read()
+    subject = re.search(r"^Subject: \[PATCH 0+/(\d+)\] (.+)$", cover, re.M)
+    assert subject, cover[:300]
+    assert int(subject.group(1)) == len(names), subject.group(0)
+    assert "***" not in cover, "the cover letter still has a placeholder"
+    shortlog = re.sub(r"\n    ", " ", cover.split("\n\n", 1)[1])
+    for name in names:
+        with open(os.path.join(PATCHES, name), encoding="utf-8") as f:
+            head = f.read().split("\n\n", 1)[0]
+        subj = re.search(r"^Subject: \[PATCH\] (.*(?:\n .*)*)", head, re.M)
+        title = re.sub(r"\n(?= )", "", subj.group(1))
+        assert "\n  %s\n" % title in shortlog, \
+            "%s is not in the cover letter's shortlog" % title
