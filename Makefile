@@ -96,7 +96,7 @@ build-sanitizers: tree
 	@QGA_FLAVOUR=sanitizers scripts/build.sh $(TREE)
 
 # QEMU configured with --disable-qga-passthrough builds and lacks it
-check-disabled: tree
+check-disabled: build
 	@QGA_FLAVOUR=disabled QGA_NINJA_TARGETS=qemu-system-x86_64 \
 		scripts/build.sh $(TREE)
 	@$(PYTHON) scripts/check-disabled.py

@@ -3,8 +3,11 @@
 (scripts/build.sh with QGA_FLAVOUR=disabled, in build/qemu/build-noqga)
 builds and leaves the passthrough out: no qga chardev backend, no guest-*
 commands, no query-guest-agent or guest-agent-command, and nothing of the
-guest agent's schema in query-qmp-schema.  Prints one line per check and
-exits non-zero when one fails.
+guest agent's schema in query-qmp-schema.  Also that qga_passthrough is a
+meson feature that is on by default but off with --without-default-features
+(configured, not built, in build/qemu/build-nodefault), and on in the lean
+build (build/qemu/build, which enables it explicitly).  Prints one line per
+check and exits non-zero when one fails.
 """
 
 import os
@@ -14,6 +17,8 @@ import sys
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TREE = os.path.join(TOP, "build", "qemu")
 QEMU = os.path.join(TREE, "build-noqga", "qemu-system-x86_64")
+NODEFAULT = os.path.join(TREE, "build-nodefault")
+CONFIG = "#define CONFIG_QGA_PASSTHROUGH"
 
 sys.path.insert(0, os.path.join(TREE, "python"))
 
@@ -25,6 +30,34 @@ def check(what, ok, detail=""):
     print("%s %s%s" % ("PASS" if ok else "FAIL", what,
                        (": " + detail) if detail and not ok else ""))
     return ok
+
+
+def config_host(build):
+    """config-host.h of @build"""
+    with open(os.path.join(build, "config-host.h"), encoding="utf-8") as f:
+        return f.read()
+
+
+def check_feature():
+    """--without-default-features turns the feature off; the lean build
+    has it on"""
+    results = []
+    subprocess.run(["rm", "-rf", NODEFAULT], check=True)
+    os.makedirs(NODEFAULT)
+    proc = subprocess.run(["../configure", "--python=/usr/bin/python3",
+                           "--disable-download", "--disable-install-blobs",
+                           "--target-list=x86_64-softmmu",
+                           "--without-default-features"], cwd=NODEFAULT,
+                          text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, check=False)
+    results.append(check("--without-default-features configures",
+                         proc.returncode == 0, proc.stdout[-2000:]))
+    if proc.returncode == 0:
+        results.append(check("--without-default-features leaves it out",
+                             CONFIG not in config_host(NODEFAULT)))
+    results.append(check("the lean build has it",
+                         CONFIG in config_host(os.path.join(TREE, "build"))))
+    return results
 
 
 def main():
@@ -67,6 +100,7 @@ def main():
     results.append(check("no guest agent commands or events in "
                          "query-qmp-schema", "query-status" in names
                          and not leaked, " ".join(leaked)))
+    results += check_feature()
     print("check-disabled: %d passed, %d failed"
           % (results.count(True), results.count(False)))
     return 0 if all(results) else 1

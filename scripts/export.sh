@@ -99,7 +99,7 @@ if [ "$CHECK" = 0 ]; then
 fi
 
 status=0
-dirty=$(git -C "$TREE" status --porcelain 2>/dev/null | grep -Ev '^[?][?] build(-mut|-fuzz|-fuzz-fast|-san|-noqga)?/' || true)
+dirty=$(git -C "$TREE" status --porcelain 2>/dev/null | grep -Ev '^[?][?] build(-mut|-fuzz|-fuzz-fast|-san|-noqga|-nodefault)?/' || true)
 if [ -n "$dirty" ]; then
     echo "export-check: $TREE has changes that are not committed:"
     printf '%s\n' "$dirty" | sed 's/^/    /'
