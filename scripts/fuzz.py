@@ -50,7 +50,7 @@ MAX_LEN = 16384
 # The opcodes of qga-channel-fuzz.c (part of its input format)
 (OP_GUEST_RAW, OP_GUEST_RAW_LARGE, OP_GUEST_SYNC_REPLY, OP_GUEST_REPLY,
  OP_GUEST_ERROR, OP_GUEST_EVENT, OP_GUEST_ROOM, OP_QMP, OP_QMP_NAMED,
- OP_QMP_RAW, OP_QUERY, OP_ORPHAN, OP_TIME, OP_RUN, OP_PORT, OP_RESET,
+ OP_QMP_RAW, OP_QUERY, OP_ABANDON, OP_TIME, OP_RUN, OP_PORT, OP_RESET,
  OP_SHUTDOWN, OP_VM_STOP, OP_VM_CONT, OP_SUSPEND, OP_MIGRATION, OP_DEVICE,
  OP_CHARDEV) = range(23)
 
@@ -99,9 +99,9 @@ def seeds():
         s = synced() + command(r["command"], r["arguments"]) + tail
         out["real-%02d-%s" % (i, r["command"])] = (
             s + bytes([OP_QUERY, OP_RUN, 0]))
-        out["real-%02d-%s-orphan" % (i, r["command"])] = (
+        out["real-%02d-%s-abandon" % (i, r["command"])] = (
             synced() + command(r["command"], r["arguments"])
-            + bytes([OP_ORPHAN, 0]) + tail + bytes([OP_TIME, 255, 255]))
+            + bytes([OP_ABANDON, 0]) + tail + bytes([OP_TIME, 255, 255]))
     ping = command("guest-ping", None)
     # hostile guests, as in tests/test_hostile.py
     out["hostile-ff-flood"] = (synced() + ping + bytes([OP_GUEST_RAW_LARGE])

@@ -1,4 +1,4 @@
-"""The QAPI generator's checks of the 'async' command flag.
+"""The QAPI generator's checks of the 'concurrent' command flag.
 
 (Kept here rather than as new tests/qapi-schema/*.err files in the series,
 which checkpatch cannot pass: .err/.out files cannot carry an SPDX tag.)
@@ -32,34 +32,33 @@ def qapi_gen(flags):
         return proc
 
 
-def test_qapi_async_accepted():
-    proc = qapi_gen("'async': true")
+def test_qapi_concurrent_accepted():
+    proc = qapi_gen("'coroutine': true, 'concurrent': true")
     assert proc.returncode == 0, proc.stdout
-    # registered as an asynchronous command, with the QmpReturn handle
-    assert "qmp_register_async_command" in proc.commands, proc.commands
-    assert "QCO_ASYNC" in proc.commands, proc.commands
-    assert "void qmp_marshal_slow(QDict *args, QmpReturn *qret)" in \
-        proc.commands, proc.commands
-    assert "void qmp_slow_return(QmpReturn *qret)" in proc.commands, \
-        proc.commands
+    # an ordinary coroutine command, registered as concurrent
+    assert "QCO_COROUTINE | QCO_CONCURRENT" in proc.commands, proc.commands
+    assert ("void coroutine_fn qmp_marshal_slow(QDict *args, QObject **ret,"
+            " Error **errp)") in proc.commands, proc.commands
 
 
-def test_qapi_async_with_allow_oob_rejected():
-    proc = qapi_gen("'async': true, 'allow-oob': true")
+def test_qapi_coroutine_alone_is_not_concurrent():
+    proc = qapi_gen("'coroutine': true")
+    assert proc.returncode == 0, proc.stdout
+    assert "QCO_COROUTINE" in proc.commands, proc.commands
+    assert "QCO_CONCURRENT" not in proc.commands, proc.commands
+
+
+def test_qapi_concurrent_without_coroutine_rejected():
+    proc = qapi_gen("'concurrent': true")
     assert proc.returncode != 0, proc.stdout
-    assert "flags 'async' and 'allow-oob' are incompatible" in proc.stdout, \
+    assert "flag 'concurrent' requires flag 'coroutine'" in proc.stdout, \
         proc.stdout
 
 
-def test_qapi_async_with_coroutine_rejected():
-    proc = qapi_gen("'async': true, 'coroutine': true")
+def test_qapi_concurrent_must_be_true():
+    proc = qapi_gen("'coroutine': true, 'concurrent': false")
     assert proc.returncode != 0, proc.stdout
-    assert "flags 'async' and 'coroutine' are incompatible" in proc.stdout, \
+    # QAPI's own message for flags (stock QAPI says "has unknown key
+    # 'concurrent'")
+    assert "flag 'concurrent' may only use true value" in proc.stdout, \
         proc.stdout
-
-
-def test_qapi_async_must_be_bool():
-    proc = qapi_gen("'async': 'yes'")
-    assert proc.returncode != 0, proc.stdout
-    # QAPI's own message for flags (stock QAPI says "has unknown key 'async'")
-    assert "flag 'async' may only use true value" in proc.stdout, proc.stdout
