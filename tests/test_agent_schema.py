@@ -1,7 +1,8 @@
 """The guest-* commands of QEMU's QMP schema against the agent's own schema.
 
 qga/qapi-schema.json is read here with QAPI's own parser and semantic
-checks (scripts/qapi/schema.py: QAPISchema), not with the series' generator
+checks (scripts/qapi/schema.py: QAPISchema), not with the series'
+derivation (scripts/qga-qmp-schema.py), its generator
 (scripts/qapi/qga_proxy.py) or its test table.  Every agent command except
 guest-sync and guest-sync-delimited must be a QMP command in the running
 QEMU's query-qmp-schema with the same arguments (name, type, optional),
@@ -13,7 +14,9 @@ conditions don't apply: QEMU can't know the guest's operating system.
 """
 
 import os
+import subprocess
 import sys
+import tempfile
 
 from harness import QEMU, TREE
 
@@ -170,3 +173,45 @@ def test_qmp_schema_matches_agent_schema():
         cmp.type(cmd.ret_type, ent["ret-type"], name + "->")
     print("%d agent commands match query-qmp-schema, argument by argument"
           % len(want))
+
+
+DERIVE = os.path.join(TREE, "scripts", "qga-qmp-schema.py")
+DERIVED = os.path.join(TREE, "qapi", "guest-agent-commands.json")
+
+
+def derive_check(qga_schema, derived):
+    return subprocess.run(
+        ["/usr/bin/python3", DERIVE, "--check", qga_schema, derived],
+        text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        check=False)
+
+
+def test_derived_module_is_up_to_date():
+    """qapi/guest-agent-commands.json is what scripts/qga-qmp-schema.py
+    derives from qga/qapi-schema.json (the build runs the same check)."""
+    proc = derive_check(AGENT_SCHEMA, DERIVED)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_derived_module_check_fails_when_stale():
+    """A change to the agent's schema that the committed module lacks
+    fails the check, with a message that says how to update it."""
+    with open(AGENT_SCHEMA, encoding="utf-8") as f:
+        text = f.read()
+    changed = text.replace("# Ping the guest agent, a non-error return",
+                           "# Ping the guest agent, a non-error reply", 1)
+    assert changed != text
+    with tempfile.TemporaryDirectory(prefix="qga-derive-") as tmp:
+        path = os.path.join(tmp, "qapi-schema.json")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(changed)
+        proc = derive_check(path, DERIVED)
+        assert proc.returncode != 0, proc.stdout
+        assert "is out of date" in proc.stdout, proc.stdout
+        assert "qga-qmp-schema.py" in proc.stdout, proc.stdout
+        # and the module written from the changed schema passes it
+        out = os.path.join(tmp, "guest-agent-commands.json")
+        subprocess.run(["/usr/bin/python3", DERIVE, path, out], check=True)
+        with open(out, encoding="utf-8") as f:
+            assert "a non-error reply" in f.read()
+        assert derive_check(path, out).returncode == 0

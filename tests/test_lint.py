@@ -82,6 +82,18 @@ def test_qapi_generator_flake8_isort_mypy():
     check(["mypy", "--config-file=qapi/mypy.ini", "qapi/"], SCRIPTS)
 
 
+def test_qga_qmp_schema_script_lint():
+    """scripts/qga-qmp-schema.py, which the series adds beside
+    qapi-gen.py, under scripts/qapi's configuration."""
+    script = "qga-qmp-schema.py"
+    check(["flake8", "--config=qapi/.flake8", script], SCRIPTS)
+    check(["isort", "--settings-path=qapi/", "--check-only", "--diff",
+           script], SCRIPTS)
+    check(["mypy", "--config-file=qapi/mypy.ini", script], SCRIPTS)
+    check(["pylint", "--rcfile=qapi/pylintrc",
+           "--disable=unknown-option-value", script], SCRIPTS)
+
+
 def test_qapi_generator_pylint():
     files = [os.path.relpath(os.path.join(TREE, f), SCRIPTS)
              for f in series_files("scripts/qapi")]
