@@ -60,13 +60,14 @@ MUTANTS = [
      "            qga_idle_output(s);\n        }",
      "        } else {\n            qga_handle_reply(s, json, after_delim);\n"
      "        }", ["q:unsolicited-reply"]),
-    ("unexpected arguments forwarded", "scripts/qapi/qga_proxy.py",
-     "            ok = visit_check_struct(v, &err);",
-     "            ok = true;", ["q:invalid-args"]),
+    # the marshaller is QAPI's own: break its check of the arguments
+    ("unexpected arguments forwarded", "scripts/qapi/commands.py",
+     "        ok = visit_check_struct(v, errp);",
+     "        ok = true;", ["q:invalid-args"]),
     ("reply not checked against the schema", "scripts/qapi/qga_proxy.py",
-     "    ok = visit_type_%(ret_c_name)s(v, NULL, &val, &err);",
-     "    visit_type_%(ret_c_name)s(v, NULL, &val, NULL);\n    ok = true;",
-     ["q:invalid-reply"]),
+     "        if (!visit_type_%(ret_c_name)s(fwd_v, NULL, &fwd_ret, &fwd_err)) {",
+     "        visit_type_%(ret_c_name)s(fwd_v, NULL, &fwd_ret, NULL);\n"
+     "        if (0) {", ["q:invalid-reply"]),
     ("non-finite numbers passed on", QGA,
      "        if (!isfinite(qnum_get_double(qobject_to(QNum, obj)))) {",
      "        if (0) {", ["q:non-finite", "e:test_hostile_nonfinite"]),
@@ -77,6 +78,16 @@ MUTANTS = [
      "        if (qmp_mon->concurrent) {",
      "        if (false && qmp_mon->concurrent) {",
      ["q:two-monitors-oob"]),
+    ("disconnect does not abandon the concurrent command", "monitor/qmp.c",
+     "    if (mon->concurrent) {\n"
+     "        /* Stop waiting for the client's concurrent command */",
+     "    if (0) {\n"
+     "        /* Stop waiting for the client's concurrent command */",
+     ["q:orphaned"]),
+    ("concurrent commands detour through iohandler_ctx", "qapi/qmp-dispatch.c",
+     "        if (qemu_in_coroutine() && !(cmd->options & QCO_CONCURRENT)) {",
+     "        if (qemu_in_coroutine()) {",
+     ["e:test_guest_shutdown_through_qmp"]),
     ("abandoned requests sent anyway", QGA,
      "        if (req->cancelled && req->cancelled(req->opaque)) {",
      "        if (0) {", ["q:orphaned"]),
