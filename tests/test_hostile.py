@@ -370,7 +370,9 @@ def test_hostile_urandom_flood():
         off = sum("throttle 0" in line for line in lines)
         print("    virtio-serial throttled the port %d times, released it "
               "%d times" % (on, off))
-        assert on > 10 and off > 10, lines[-20:]
+        # how often depends on how fast the guest writes; that it
+        # happens, and that every throttle but the last is released, not
+        assert on > 0 and off >= on - 1, lines[-20:]
 
 
 STALE_FLOOD = r"""
