@@ -11,6 +11,11 @@
 #   QGA=bookworm           Debian bookworm's qemu-guest-agent 7.2, as an old
 #                          agent for version-skew tests
 #
+# With "qga.disk" on the kernel command line (or a virtio-blk device present)
+# /init also loads virtio_blk and ext4 and mounts /dev/vda on /mnt/data
+# before it starts qemu-ga, so that guest-fsfreeze-* has a file system to
+# freeze.
+#
 # Produces in OUTDIR: vmlinux (the kernel ELF, booted as PVH: no in-guest
 # decompression), initrd.cpio (uncompressed newc), and key (a hash of the
 # inputs: the build is skipped when it has not changed).
@@ -105,7 +110,7 @@ extract_vmlinux "$S/boot/vmlinuz-$KVER" "$WORK/vmlinux" ||
     { echo "make-guest.sh: cannot extract vmlinux from the bzImage" >&2; exit 1; }
 
 # ------------------------------------------------------------------ rootfs
-mkdir -p "$ROOT"/{bin,sbin,etc,proc,sys,dev,tmp,run,var,root,lib/modules,lib64,usr/sbin,usr/bin}
+mkdir -p "$ROOT"/{bin,sbin,etc,proc,sys,dev,tmp,run,var,root,lib/modules,lib64,usr/sbin,usr/bin,mnt/data}
 ln -s ../run "$ROOT/var/run"
 # /init needs a console before devtmpfs is mounted
 mknod -m 600 "$ROOT/dev/console" c 5 1
@@ -148,10 +153,19 @@ else
     cp -L /lib64/ld-linux-x86-64.so.2 "$ROOT/lib64/ld-linux-x86-64.so.2"
 fi
 
-# kernel modules that are not built in (6.1: virtio core, pci, console)
+# kernel modules that are not built in (6.1: virtio core, pci, console),
+# loaded at every boot
 WANT=""
 grep -q '^CONFIG_VIRTIO_PCI=m' "$CONFIG"     && WANT="$WANT virtio_pci"
 grep -q '^CONFIG_VIRTIO_CONSOLE=m' "$CONFIG" && WANT="$WANT virtio_console"
+# ... and those for a virtio-blk ext4 disk (6.1: all modules), loaded only
+# when the guest has one (see /init).  ext4 and jbd2 ask for crc32c only as
+# a softdep (on the alias crypto-crc32c), which add_mod does not follow:
+# name the driver; without it mounting a metadata_csum file system fails.
+DISK_WANT=""
+grep -q '^CONFIG_VIRTIO_BLK=m' "$CONFIG"     && DISK_WANT="$DISK_WANT virtio_blk"
+grep -q '^CONFIG_CRYPTO_CRC32C=m' "$CONFIG"  && DISK_WANT="$DISK_WANT crc32c_generic"
+grep -q '^CONFIG_EXT4_FS=m' "$CONFIG"        && DISK_WANT="$DISK_WANT ext4"
 MD=$S/lib/modules/$KVER
 declare -A SEEN=()
 ORDER=()
@@ -173,9 +187,17 @@ add_mod() {  # depth first: dependencies first (.deb has no modules.dep)
     ORDER+=("$m")
     modcat "$f" > "$ROOT/lib/modules/$m.ko"
 }
+write_order() {  # write_order FILE: the modules added since the last call
+    local m
+    : > "$1"
+    for m in ${ORDER[@]+"${ORDER[@]}"}; do echo "$m.ko" >> "$1"; done
+    ORDER=()
+}
 for m in $WANT; do add_mod "$m"; done
-: > "$ROOT/lib/modules/load-order"
-for m in "${ORDER[@]}"; do echo "$m.ko" >> "$ROOT/lib/modules/load-order"; done
+write_order "$ROOT/lib/modules/load-order"
+# dependencies already in load-order (virtio, virtio_ring) are not repeated
+for m in $DISK_WANT; do add_mod "$m"; done
+write_order "$ROOT/lib/modules/load-order.disk"
 
 cat > "$ROOT/etc/os-release" <<EOS
 PRETTY_NAME="qga-mini (Debian 12 busybox initramfs, kernel $KVER)"
@@ -222,6 +244,37 @@ fi
 mkdir -p /dev/virtio-ports
 ln -sf "$PORT" /dev/virtio-ports/$NAME
 ip link set lo up &
+# a data disk: qga.disk on the kernel command line says the guest has a
+# virtio-blk disk with an ext4 file system (tests/harness: Guest(disk=True)),
+# mounted on /mnt/data before qemu-ga starts (for guest-fsfreeze-*).  Without
+# qga.disk a virtio-blk device is still mounted when sysfs shows one, but
+# nothing is loaded or waited for when there is none: boot time unchanged.
+DISK=
+case " $CMDLINE " in *" qga.disk "*) DISK=wait ;; esac
+if [ -z "$DISK" ]; then
+    for n in /sys/bus/virtio/devices/*/device; do
+        [ -r "$n" ] || continue
+        read -r id < "$n"
+        [ "$id" = 0x0002 ] && DISK=found
+    done
+fi
+if [ -n "$DISK" ]; then
+    while read -r m; do
+        [ -n "$m" ] && insmod /lib/modules/$m
+    done < /lib/modules/load-order.disk
+    i=0
+    while [ ! -b /dev/vda ] && [ $DISK = wait ] && [ $i -lt 200 ]; do
+        [ $i = 0 ] && echo "qga-mini: waiting for /dev/vda" > /dev/console
+        i=$((i+1)); usleep 5000
+    done
+    if [ ! -b /dev/vda ]; then
+        echo "qga-mini: no /dev/vda" > /dev/console
+    elif mount -t ext4 /dev/vda /mnt/data 2>/dev/console; then
+        echo "qga-mini: mounted /dev/vda on /mnt/data" > /dev/console
+    else
+        echo "qga-mini: cannot mount /dev/vda on /mnt/data" > /dev/console
+    fi
+fi
 # qga.shell: a shell on the serial console, so that tests can act in the
 # guest without the agent (e.g. kill qemu-ga to close and reopen the port)
 case " $CMDLINE " in

@@ -130,6 +130,48 @@ MUTANTS = [
     ("late replies not counted", QGA,
      "                s->stale_output = true;\n                s->stale_replies++;",
      "                s->stale_output = true;", ["q:late-reply"]),
+    # the fsfreeze guard, the host policy and info guest-agent
+    ("guard: disconnects not notified", "monitor/qmp.c",
+     "    if (mon->client) {\n"
+     "        /* We may be in the monitor I/O thread; notify in the main loop */",
+     "    if (0) {\n"
+     "        /* We may be in the monitor I/O thread; notify in the main loop */",
+     ["q:fsfreeze-client-gone", "e:test_fsfreeze_client_killed"]),
+    ("guard: freeze owner not recorded", QGA,
+     "                                                              : req->client;",
+     "                                                              : 0;",
+     ["q:fsfreeze-client-gone"]),
+    ("guard: freeze-timeout-ms ignored", QGA,
+     "        if (s->freeze_timeout_ms) {\n"
+     "            timer_mod(s->freeze_timer",
+     "        if (0) {\n"
+     "            timer_mod(s->freeze_timer",
+     ["q:fsfreeze-timeout", "e:test_fsfreeze_timeout"]),
+    ("guard: a freeze nobody got the reply of is kept", QGA,
+     "        if (!owner) {\n"
+     "            /* Nobody got the reply",
+     "        if (0) {\n"
+     "            /* Nobody got the reply",
+     ["q:fsfreeze-others"]),
+    ("guard: failed thaws not retried", QGA,
+     "    if (s->thaw_wanted) {\n"
+     "        trace_qga_fsfreeze_thaw_failed",
+     "    if (0) {\n"
+     "        trace_qga_fsfreeze_thaw_failed",
+     ["q:fsfreeze-thaw-retry"]),
+    ("guard: no freeze check after a resync", QGA,
+     "    } else if (s->freeze != GUEST_AGENT_FSFREEZE_STATUS_THAWED) {\n"
+     "        qga_fsfreeze_check(s);",
+     "    } else if (0) {\n"
+     "        qga_fsfreeze_check(s);",
+     ["q:fsfreeze-check"]),
+    ("policy: not enforced", QGA,
+     "    if (s && !qga_policy_allows(s, command, &err)) {",
+     "    if (s && 0 && !qga_policy_allows(s, command, &err)) {",
+     ["q:policy", "e:test_policy_real_agent"]),
+    ("hmp: info guest-agent misreports the sync", "chardev/char-hmp-cmds.c",
+     'info->synced ? "in sync" : "not in sync"',
+     'info->synced ? "not in sync" : "in sync"', ["q:hmp-info"]),
 ]
 
 

@@ -59,6 +59,8 @@ PKGS="build-essential git ninja-build pkg-config ccache dpkg-dev
       seabios ipxe-qemu"
 # guest kit: apt-get download + dpkg-deb -x, kernel extraction, module unpacking
 PKGS="$PKGS xz-utils zstd gzip"
+# the guest's ext4 data disk (tests/test_fsfreeze*.py): mke2fs
+PKGS="$PKGS e2fsprogs"
 # the manuals (QMP reference with the guest agent commands, man pages)
 PKGS="$PKGS python3-sphinx python3-sphinx-rtd-theme"
 # series hygiene (checkpatch.pl, QEMU's linters for scripts/qapi) and tests

@@ -204,6 +204,23 @@ class AgentSocket(LineReader):
         return reply["return"]
 
 
+# e2fsprogs (priority required in Debian, so always installed)
+MKE2FS = "/sbin/mke2fs"
+DISK_SIZE = 16 << 20
+
+
+def make_ext4_image(path, size=DISK_SIZE):
+    """Create @path, a raw image of @size bytes holding an empty ext4 file
+    system (mke2fs's defaults for its size, with a journal); returns
+    @path.  Inode tables and journal are written now, so that the guest's
+    kernel has nothing to initialise lazily after mounting it."""
+    with open(path, "wb") as f:
+        f.truncate(size)
+    run([MKE2FS, "-q", "-F", "-t", "ext4", "-L", "qga-data",
+         "-E", "lazy_itable_init=0,lazy_journal_init=0", path])
+    return path
+
+
 class Guest:
     """QEMU running the tiny guest, with a QMP monitor (QEMUMachine).
 
@@ -213,7 +230,7 @@ class Guest:
 
     def __init__(self, variant="current", agent="socket", append="",
                  extra_args=(), shell=False, monitors=0, qga_opts="",
-                 console_socket=False):
+                 console_socket=False, disk=False):
         self.dir = tempfile.mkdtemp(prefix="qga-test-")
         self.guest_dir = os.path.join(GUESTS, variant)
         for f in ("vmlinux", "initrd.cpio"):
@@ -245,6 +262,21 @@ class Guest:
                      "logfile=%s" % (self.console_path, self.console_log)]
         else:
             args += ["-chardev", "file,id=con0,path=%s" % self.console_log]
+        # disk=True: a fresh ext4 file system on a virtio-blk disk, which
+        # the guest mounts on /mnt/data before it starts qemu-ga (qga.disk,
+        # see guest/make-guest.sh); the image is self.disk_path
+        self.disk_path = None
+        if disk:
+            try:
+                self.disk_path = make_ext4_image(os.path.join(self.dir,
+                                                              "data0.img"))
+            except BaseException:
+                shutil.rmtree(self.dir, ignore_errors=True)
+                raise
+            args[args.index("-append") + 1] += " qga.disk"
+            args += ["-drive", "file=%s,format=raw,if=none,id=data0"
+                     % self.disk_path,
+                     "-device", "virtio-blk-pci,drive=data0"]
         if agent == "socket":
             args += ["-chardev", "socket,id=qga0,path=%s,server=on,wait=off"
                      % self.agent_path]
