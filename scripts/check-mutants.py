@@ -165,6 +165,9 @@ MUTANTS = [
      "    } else if (0) {\n"
      "        qga_fsfreeze_check(s);",
      ["q:fsfreeze-check"]),
+    ("guard: no thaw retry when the VM runs again", QGA,
+     "        qga_fsfreeze_retry_now(s);\n        qemu_bh_schedule(s->bh);",
+     "        qemu_bh_schedule(s->bh);", ["q:fsfreeze-vm-stopped"]),
     ("policy: not enforced", QGA,
      "    if (s && !qga_policy_allows(s, command, &err)) {",
      "    if (s && 0 && !qga_policy_allows(s, command, &err)) {",

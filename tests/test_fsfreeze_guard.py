@@ -154,8 +154,9 @@ def test_fsfreeze_agent_restart():
 
 
 def test_fsfreeze_thaw_other_monitor():
-    """Another monitor thaws: the freeze ends, and its owner leaving later
-    makes QEMU thaw nothing.  info guest-agent shows the freeze."""
+    """A second freeze fails with the agent's error; another monitor
+    thaws: the freeze ends, and its owner leaving later makes QEMU thaw
+    nothing.  info guest-agent shows the freeze."""
     with guarded_guest() as g:
         g.wait_agent()
         q = QMPSocket(g.monitors[0])
@@ -165,6 +166,11 @@ def test_fsfreeze_thaw_other_monitor():
                        command_line="info guest-agent")
         assert "Guest agent on chardev qga0: guest connected, in sync" in out
         assert "filesystems: frozen for " in out and "by QMP client" in out
+        owner = fsfreeze_state(g)["owner"]
+        # a second freeze gets the agent's own error, and changes nothing
+        err = g.qmp_error("guest-fsfreeze-freeze")
+        assert err["desc"].startswith("Guest agent: "), err
+        assert fsfreeze_state(g)["owner"] == owner
         write = start_write(g)
         assert_blocked(g, write)
         fsfreeze_thaw(g)
