@@ -109,9 +109,11 @@ K ?=
 check-mutants: guest
 	@$(PYTHON) scripts/check-mutants.py $(if $(K),-k $(K))
 
+# make bench BENCH_ARGS="--scale 0.2": options of scripts/bench.py (--help)
+BENCH_ARGS ?=
 bench: guest
 	@$(PYTHON) scripts/bench-boot.py
-	@$(PYTHON) scripts/bench-ping.py
+	@$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
 demo: guest
 	@$(PYTHON) scripts/demo.py

@@ -11,6 +11,11 @@
 #   QGA=bookworm           Debian bookworm's qemu-guest-agent 7.2, as an old
 #                          agent for version-skew tests
 #
+# With "qga.second" on the kernel command line /init also runs a second
+# qemu-ga on the port named org.qemu.guest_agent.1 (state in /run/qga2), for
+# make bench: one guest, one agent behind -chardev qga and one behind a plain
+# socket chardev.
+#
 # With "qga.disk" on the kernel command line (or a virtio-blk device present)
 # /init also loads virtio_blk and ext4 and mounts /dev/vda on /mnt/data
 # before it starts qemu-ga, so that guest-fsfreeze-* has a file system to
@@ -285,6 +290,36 @@ esac
 case " $CMDLINE " in *" qga.noagent "*) echo "qga-mini: not starting qemu-ga" > /dev/console; exec sh ;; esac
 QGA_ARGS=
 for w in $CMDLINE; do case $w in qga.args=*) QGA_ARGS=$(echo "${w#qga.args=}" | tr , ' ') ;; esac; done
+# qga.second: a second qemu-ga on the port org.qemu.guest_agent.1, with a
+# state directory of its own, restarted like the first (scripts/bench.py).
+# Without qga.second nothing is looked for: boot time unchanged.
+case " $CMDLINE " in *" qga.second "*)
+    NAME2=org.qemu.guest_agent.1
+    PORT2=
+    i=0
+    while [ $i -lt 2000 ]; do
+        for n in /sys/class/virtio-ports/*/name; do
+            [ -r "$n" ] || continue
+            read -r pn < "$n"
+            if [ "$pn" = "$NAME2" ]; then d=${n%/name}; PORT2=/dev/${d##*/}; fi
+        done
+        [ -n "$PORT2" ] && [ -c "$PORT2" ] && break
+        i=$((i+1)); usleep 5000
+    done
+    if [ -z "$PORT2" ]; then
+        echo "qga-mini: no virtio port named $NAME2" > /dev/console
+    else
+        ln -sf "$PORT2" /dev/virtio-ports/$NAME2
+        mkdir -p /run/qga2
+        echo "qga-mini: starting a second qemu-ga on $PORT2" > /dev/console
+        while :; do
+            /usr/sbin/qemu-ga -m virtio-serial -p /dev/virtio-ports/$NAME2 \
+                -f /run/qga2/qemu-ga.pid -t /run/qga2 $QGA_ARGS 2>/dev/console
+            echo "qga-mini: the second qemu-ga exited ($?), restarting" > /dev/console
+            sleep 1
+        done &
+    fi ;;
+esac
 echo "qga-mini: starting qemu-ga on $PORT" > /dev/console
 # qemu-ga in the foreground; restarted when it exits (or is killed)
 while :; do

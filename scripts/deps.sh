@@ -65,6 +65,8 @@ PKGS="$PKGS e2fsprogs"
 PKGS="$PKGS python3-sphinx python3-sphinx-rtd-theme"
 # series hygiene (checkpatch.pl, QEMU's linters for scripts/qapi) and tests
 PKGS="$PKGS perl socat flake8 isort mypy pylint"
+# make bench: the report's plots
+PKGS="$PKGS python3-matplotlib"
 # the fuzz target (clang with libFuzzer and the sanitizer runtimes)
 PKGS="$PKGS clang libclang-rt-14-dev"
 
