@@ -2,8 +2,9 @@
 
 QMP (qmp-test with its OOB test, qmp-cmd-test), the QAPI generator's schema
 regression tests, the QMP dispatcher unit test (test-qmp-cmds), the QObject
-input visitor (test-qobject-input-visitor), the JSON parser (check-qjson),
-chardev
+input visitor (test-qobject-input-visitor), the JSON lexer, parser and
+writer (check-qjson), QDict (check-qdict, check-block-qdict), the QObject
+output visitor (test-qobject-output-visitor), chardev
 (test-char), qemu-ga (test-qga) and virtio-serial (the virtio-serial paths
 of qos-test).  A check fails when meson reports a failure, when the test
 did not actually run, or when any of its TAP subtests was skipped (meson
@@ -74,6 +75,20 @@ def test_unit_check_qjson():
     """The JSON parser that reads the guest agent's output (its duplicate
     key case leaks under LeakSanitizer without the series' fix)."""
     meson_test("check-qjson")
+
+
+def test_unit_check_qdict():
+    """QDict's iteration over the buckets in use (the series' bitmap)."""
+    meson_test("check-qdict")
+
+
+def test_unit_check_block_qdict():
+    meson_test("check-block-qdict")
+
+
+def test_unit_qobject_output_visitor():
+    """Builds the QMP responses the series forwards."""
+    meson_test("test-qobject-output-visitor")
 
 
 def test_unit_char():
