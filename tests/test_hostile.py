@@ -503,8 +503,10 @@ serve h
 IDS = r"""
 h() {
     case $N in
-    1) answer '{"return": {}, "id": @ID}' $((id+1000))
-       answer '{"return": {}, "id": @ID}' ;;
+    1) # a stale reply and the right one in one write, the right one
+       # longer than the pieces QEMU parses at a time (4 KiB)
+       reply "$(printf '{"return": {}, "id": %s}\n{"return": {},%s"id": %s}' \
+                $((id+1000)) "$(pad 5000 | tr a ' ')" $id)" ;;
     2) answer '{"return": {}, "id": @ID}' $((id+1))
        answer '{"return": {}, "id": -@ID}'
        reply '{"return": {}, "id": 0}' ;;
@@ -600,7 +602,8 @@ def test_hostile_malformed_replies():
         h.attack("unsolicited", UNSOLICITED, unsolicited, wait="synced")
 
         def ids(h):
-            # replies with other ids are stale: dropped, the right one counts
+            # replies with other ids are stale: dropped, the right one
+            # counts, also when it comes in the same buffer
             check_return(h.request("guest-ping"), 3000, {})
             # only wrong ids: the request waits and times out
             check_error(h.request("guest-ping", timeout_ms=2000), 2000,
