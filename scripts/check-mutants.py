@@ -25,12 +25,14 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TREE = os.path.join(TOP, "build", "qemu")
 MUT = os.path.join(TREE, "build-mut")
 QTEST = "tests/qtest/qga-passthrough-test"
-TARGETS = ["qemu-system-x86_64", QTEST]
+UNITS = ["check-qjson", "check-qdict"]
+TARGETS = ["qemu-system-x86_64", QTEST] + ["tests/unit/" + u for u in UNITS]
 
 QGA = "chardev/char-qga.c"
 
 # name, file, text, replacement, tests: "q:PATH" is a qga-passthrough-test
-# path, "e:NAME" a check of tests/run.py (end to end, with the tiny guest)
+# path, "u:NAME" a unit test of UNITS, "e:NAME" a check of tests/run.py (end
+# to end, with the tiny guest)
 MUTANTS = [
     ("no guest-sync when the port opens", QGA,
      "        qga_start_sync(s, QGA_SYNC_RETRY_MIN_MS,\n"
@@ -175,6 +177,18 @@ MUTANTS = [
     ("hmp: info guest-agent misreports the sync", "chardev/char-hmp-cmds.c",
      'info->synced ? "in sync" : "not in sync"',
      'info->synced ? "not in sync" : "in sync"', ["q:hmp-info"]),
+    ("perf: the rest of a piece is dropped after a stale reply", QGA,
+     "        if (s->discard || (s->emitted && (!req || s->inflight != req))) {",
+     "        if (s->discard || s->emitted) {",
+     ["e:test_hostile_malformed_replies"]),
+    ("perf: plain runs take quotes", "qobject/json-lexer.c",
+     "        if (HAS_LESS(w, 0x20) || HAS_MORE_7E(w) || HAS_BYTE(w, '\"')\n",
+     "        if (HAS_LESS(w, 0x20) || HAS_MORE_7E(w)\n",
+     ["u:check-qjson"]),
+    ("perf: emptied QDict buckets stay marked in use", "qobject/qdict.c",
+     "            clear_bit(bucket, qdict->used);",
+     "            (void)bucket;",
+     ["u:check-qdict"]),
 ]
 
 
@@ -218,6 +232,9 @@ def run_test(test):
     if kind == "q":
         cmd = ["timeout", "60", os.path.join(MUT, QTEST), "-p",
                "/x86_64/qga-passthrough/" + name]
+        cwd = MUT
+    elif kind == "u":
+        cmd = ["timeout", "60", os.path.join(MUT, "tests", "unit", name)]
         cwd = MUT
     else:
         cmd = ["timeout", "300", "/usr/bin/python3",
