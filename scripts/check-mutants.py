@@ -179,7 +179,7 @@ MUTANTS = [
      'info->synced ? "not in sync" : "in sync"', ["q:hmp-info"]),
     ("perf: the rest of a piece is dropped after a stale reply", QGA,
      "        if (s->discard || (s->emitted && (!req || s->inflight != req))) {",
-     "        if (s->discard || s->emitted) {",
+     "        if (s->discard || (s->emitted && (!req || req->id >= 0))) {",
      ["e:test_hostile_malformed_replies"]),
     ("perf: plain runs take quotes", "qobject/json-lexer.c",
      "        if (HAS_LESS(w, 0x20) || HAS_MORE_7E(w) || HAS_BYTE(w, '\"')\n",
