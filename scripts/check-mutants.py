@@ -87,8 +87,12 @@ MUTANTS = [
      "        /* Stop waiting for the client's concurrent command */",
      ["q:orphaned"]),
     ("concurrent commands detour through iohandler_ctx", "qapi/qmp-dispatch.c",
-     "        if (qemu_in_coroutine() && !(cmd->options & QCO_CONCURRENT)) {",
-     "        if (qemu_in_coroutine()) {",
+     "        if (qemu_in_coroutine() && !(cmd->options & QCO_CONCURRENT)) {\n"
+     "            /*\n"
+     "             * Yield and reschedule",
+     "        if (qemu_in_coroutine()) {\n"
+     "            /*\n"
+     "             * Yield and reschedule",
      ["e:test_guest_shutdown_through_qmp"]),
     ("abandoned requests sent anyway", QGA,
      "        if (req->cancelled && req->cancelled(req->opaque)) {",
