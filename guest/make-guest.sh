@@ -229,19 +229,26 @@ while read -r m; do
     [ -n "$m" ] && insmod /lib/modules/$m
 done < /lib/modules/load-order
 # no udev: find the port by name and make /dev/virtio-ports/<name> ourselves
-NAME=org.qemu.guest_agent.0
-PORT=
-i=0
-while [ $i -lt 2000 ]; do
-    for n in /sys/class/virtio-ports/*/name; do
-        [ -r "$n" ] || continue
-        read -r pn < "$n"
-        if [ "$pn" = "$NAME" ]; then d=${n%/name}; PORT=/dev/${d##*/}; fi
+# find_port NAME: set FOUND to the device of the virtio port NAME, waiting
+# up to 10 s for it; empty if there is none
+find_port() {
+    FOUND=
+    i=0
+    while [ $i -lt 2000 ]; do
+        for n in /sys/class/virtio-ports/*/name; do
+            [ -r "$n" ] || continue
+            read -r pn < "$n"
+            if [ "$pn" = "$1" ]; then d=${n%/name}; FOUND=/dev/${d##*/}; fi
+        done
+        [ -n "$FOUND" ] && [ -c "$FOUND" ] && return
+        [ $i = 0 ] && echo "qga-mini: waiting for port $1" > /dev/console
+        i=$((i+1)); usleep 5000
     done
-    [ -n "$PORT" ] && [ -c "$PORT" ] && break
-    [ $i = 0 ] && echo "qga-mini: waiting for port $NAME" > /dev/console
-    i=$((i+1)); usleep 5000
-done
+    FOUND=
+}
+NAME=org.qemu.guest_agent.0
+find_port $NAME
+PORT=$FOUND
 if [ -z "$PORT" ]; then
     echo "qga-mini: no virtio port named $NAME" > /dev/console
     exec sh
@@ -295,17 +302,8 @@ for w in $CMDLINE; do case $w in qga.args=*) QGA_ARGS=$(echo "${w#qga.args=}" | 
 # Without qga.second nothing is looked for: boot time unchanged.
 case " $CMDLINE " in *" qga.second "*)
     NAME2=org.qemu.guest_agent.1
-    PORT2=
-    i=0
-    while [ $i -lt 2000 ]; do
-        for n in /sys/class/virtio-ports/*/name; do
-            [ -r "$n" ] || continue
-            read -r pn < "$n"
-            if [ "$pn" = "$NAME2" ]; then d=${n%/name}; PORT2=/dev/${d##*/}; fi
-        done
-        [ -n "$PORT2" ] && [ -c "$PORT2" ] && break
-        i=$((i+1)); usleep 5000
-    done
+    find_port $NAME2
+    PORT2=$FOUND
     if [ -z "$PORT2" ]; then
         echo "qga-mini: no virtio port named $NAME2" > /dev/console
     else
