@@ -136,7 +136,7 @@ class Hostile:
     monitors[0] is the latency probe's, monitors[1:4] send the requests,
     the main monitor (QEMUMachine's) checks the channel's state."""
 
-    def __init__(self, qga_opts="", max_reply_size=32 << 20, trace=()):
+    def __init__(self, qga_opts="", max_reply_size=8 << 20, trace=()):
         self.g = Guest("current", agent="qga", append="qga.noagent",
                        console_socket=True, monitors=4, qga_opts=qga_opts)
         self.max_reply_size = max_reply_size
@@ -735,10 +735,17 @@ big() {
 """
 
 LARGE = BIG_REPLY + r"""
+# dels N: a reply with N bytes of U+007F, which QMP's JSON escapes as
+# \u007F (6 bytes each)
+dels() {
+    { printf '{"return": {}, "id": %s, "pad": "' $id
+      head -c "$1" /dev/zero | tr '\000' '\177'; printf '"}\n'; } >&3
+}
 h() {
     case $N in
-    1) big 20971520 ;;
-    2) big 41943040 ;;
+    1) big 8000000 ;;
+    2) big 8500000 ;;
+    3) dels 1400000 ;;
     *) printf '{"return": "' >&3
        tr '\000' a </dev/zero >&3 & BG=$! ;;
     esac
@@ -748,16 +755,23 @@ serve h
 
 
 def test_hostile_large_replies():
-    """The default max-reply-size (32 MiB): a valid 20 MiB reply is
-    delivered; a 40 MiB one and an endless string are refused."""
-    size = 32 << 20
+    """The default max-reply-size (8 MiB): a valid reply of 8,000,000
+    bytes is delivered; one of 8,500,000 bytes, one of 1.4 MB that QMP's
+    JSON would make 8.4 MB, and an endless string are refused."""
+    size = 8 << 20
     with Hostile() as h:
         def large(h):
             secs, _ = r = h.request("guest-ping", timeout_ms=60000)
             check_return(r, 60000, {})
-            print("    20 MiB reply delivered in %.1f s" % secs)
+            print("    8,000,000-byte reply delivered in %.1f s" % secs)
             check_error(h.request("guest-ping", timeout_ms=60000), 60000,
                         invalid("guest-ping", exceeds(size)))
+            wait_for(lambda: h.state()["synced"], 30, "no resync")
+            check_error(h.request("guest-ping", timeout_ms=60000), 60000,
+                        invalid("guest-ping", "reply takes 84000[0-9][0-9] "
+                                + re.escape("bytes as QMP sends it, which "
+                                            "exceeds max-reply-size (%d "
+                                            "bytes)" % size)))
             wait_for(lambda: h.state()["synced"], 30, "no resync")
             check_error(h.request("guest-ping", timeout_ms=60000), 60000,
                         invalid("guest-ping", exceeds(size)))
