@@ -105,3 +105,20 @@ def test_sphinx_extension_flake8():
     """docs/sphinx/ is not under scripts/qapi's configuration; flake8
     with its defaults is clean on the files the series changes."""
     check(["flake8"] + series_files("docs/sphinx"), TREE)
+
+
+def test_python_package_lint():
+    """python/ (the qemu package: qemu-ga-client), under python/setup.cfg
+    as QEMU's python tests run the linters: flake8, isort, mypy and
+    pylint on the files the series changes."""
+    python = os.path.join(TREE, "python")
+    files = [os.path.relpath(os.path.join(TREE, f), python)
+             for f in series_files("python")]
+    check(["flake8"] + files, python)
+    check(["isort", "--check-only", "--diff"] + files, python)
+    check(["mypy"] + files, python)
+    proc = run_tool(["env", "PYTHONPATH=" + python, TOOLS["pylint"],
+                     "--rcfile=setup.cfg", "--disable=unknown-option-value"]
+                    + files, cwd=python, check=False)
+    assert proc.returncode == 0, proc.stdout
+    print("pylint %s: clean" % " ".join(files))
