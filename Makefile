@@ -3,6 +3,9 @@
 #   make demo     build what is missing, boot the tiny guest, talk to its agent
 #   make check    build what is missing and run every check
 #
+# BASE=10.2 (default 10.0) does every step for the series on QEMU 10.2
+# (patches-10.2/, build/qemu-10.2, build/guest-10.2).
+#
 # Steps (each builds what it needs first):
 #   make deps          install build/test dependencies (root, apt; idempotent)
 #   make source        download the pinned Debian qemu source package (cached)
@@ -31,7 +34,23 @@
 #   make distclean     remove build/ entirely (downloads and ccache stay cached)
 
 SHELL := /bin/bash
-TREE  := build/qemu
+# BASE: the QEMU the series is for: 10.0 (Debian trixie's package; the
+# series in patches/, the tree in build/qemu) or 10.2 (Debian unstable's;
+# patches-10.2/, build/qemu-10.2).  make BASE=10.2 check
+BASE ?= 10.0
+ifeq ($(BASE),10.0)
+TREE    := build/qemu
+PATCHES := patches
+GUESTS  := build/guest
+else
+TREE    := build/qemu-$(BASE)
+PATCHES := patches-$(BASE)
+GUESTS  := build/guest-$(BASE)
+endif
+export QGA_BASE := $(BASE)
+export QGA_PATCHES := $(CURDIR)/$(PATCHES)
+export QGA_TREE := $(CURDIR)/$(TREE)
+export QGA_GUESTS := $(CURDIR)/$(GUESTS)
 QEMU  := $(TREE)/build/qemu-system-x86_64
 QGA   := $(TREE)/build/qga/qemu-ga
 PYTHON := /usr/bin/python3
@@ -56,8 +75,8 @@ build: tree
 	@scripts/build.sh $(TREE)
 
 guest: build
-	@guest/make-guest.sh build/guest/current $(QGA)
-	@guest/make-guest.sh build/guest/bookworm bookworm
+	@guest/make-guest.sh $(GUESTS)/current $(QGA)
+	@guest/make-guest.sh $(GUESTS)/bookworm bookworm
 
 build-each: tree
 	@scripts/build-each.sh $(TREE) $(FIRST)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TREE = os.path.join(TOP, "build", "qemu")
+TREE = os.environ.get("QGA_TREE", os.path.join(TOP, "build", "qemu"))
 QEMU = os.path.join(TREE, "build-noqga", "qemu-system-x86_64")
 NODEFAULT = os.path.join(TREE, "build-nodefault")
 CONFIG = "#define CONFIG_QGA_PASSTHROUGH"

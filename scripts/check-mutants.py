@@ -22,7 +22,7 @@ import sys
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TREE = os.path.join(TOP, "build", "qemu")
+TREE = os.environ.get("QGA_TREE", os.path.join(TOP, "build", "qemu"))
 MUT = os.path.join(TREE, "build-mut")
 QTEST = "tests/qtest/qga-passthrough-test"
 UNITS = ["check-qjson", "check-qdict"]
@@ -71,7 +71,7 @@ MUTANTS = [
      "        visit_type_%(ret_c_name)s(fwd_v, NULL, &fwd_ret, NULL);\n"
      "        if (0) {", ["q:invalid-reply"]),
     ("non-finite numbers passed on", QGA,
-     "        if (!isfinite(qnum_get_double(qobject_to(QNum, obj)))) {",
+     "        if (!isfinite(qnum_get_double(num))) {",
      "        if (0) {", ["q:non-finite", "e:test_hostile_nonfinite"]),
     ("guest picks the error class", QGA,
      'if (class && !strcmp(class, "CommandNotFound")) {',
@@ -193,6 +193,23 @@ MUTANTS = [
      "            clear_bit(bucket, qdict->used);",
      "            (void)bucket;",
      ["u:check-qdict"]),
+    ("clients: reply size as QMP sends it not checked", QGA,
+     "    if (size > s->max_reply_size) {", "    if (0) {",
+     ["q:reencoded-size", "e:test_hostile_large_replies"]),
+    ("clients: escapes counted as one byte", QGA,
+     "        } else if (*p < 0x80 || *p >= 0xc0) {\n            size += 6;",
+     "        } else if (*p < 0x80 || *p >= 0xc0) {\n            size += 1;",
+     ["q:reencoded-size"]),
+    ("clients: default max-reply-size 32 MiB", "include/chardev/char-qga.h",
+     "#define QGA_CHANNEL_MAX_REPLY_SIZE_DEFAULT  (8 * MiB)",
+     "#define QGA_CHANNEL_MAX_REPLY_SIZE_DEFAULT  (32 * MiB)",
+     ["e:test_qmpclient_largest_responses"]),
+    ("clients: qemu-ga-client syncs through QMP",
+     "python/qemu/utils/qemu_ga_client.py",
+     "        if self.qmp:\n"
+     "            # QEMU keeps its channel to the agent in sync itself\n"
+     "            return\n", "",
+     ["e:test_qga_client_over_qmp"]),
 ]
 
 

@@ -4,7 +4,8 @@
 # non-interactive; must run as root (CI runs as root).
 #
 #  - deb-src lines for trixie, whose qemu source package (QEMU 10.0.x) is the
-#    base of the series;
+#    base of the series, and for unstable, which has the QEMU 10.2 package
+#    that the second series (patches-10.2/) is made for;
 #  - the bookworm-backports binary suite, for meson >= 1.5 (QEMU 10.0 needs it)
 #    and python3-pycotap.  Backports have a low pin priority, so nothing else
 #    is upgraded from there unless asked for with -t.
@@ -22,7 +23,7 @@ KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 want_sources=$(cat <<EOS
 Types: deb-src
 URIs: http://deb.debian.org/debian
-Suites: trixie trixie-updates
+Suites: trixie trixie-updates unstable
 Components: main
 Signed-By: $KEYRING
 

@@ -2,25 +2,26 @@
 # scripts/export.sh [--check] TREE [PATCHDIR]
 #
 # Export the commits upstream..HEAD of the working tree TREE as git
-# format-patch files in PATCHDIR (default: patches/ of this checkout), with a
-# quilt 'series' file.  The output is stable: re-exporting an unchanged tree
+# format-patch files in PATCHDIR (default: $QGA_PATCHES, else patches/ of this
+# checkout), with a quilt 'series' file.  The output is stable: re-exporting an unchanged tree
 # changes no byte (no commit hashes, no dates other than the authors', no
 # version signature).
 #
 # --check: change nothing; fail, listing what is missing, when TREE has
 # uncommitted changes or commits that PATCHDIR does not hold.
 #
-# The cover letter, patches/0000-cover-letter.patch (not in 'series'), is
+# The cover letter, PATCHDIR/0000-cover-letter.patch (not in 'series'), is
 # regenerated with git format-patch --cover-letter: its subject and its text
-# up to the shortlog stay as they are in patches/ (edit them there), the
-# shortlog and the diffstat become the tree's.
+# up to the shortlog stay as they are in PATCHDIR (edit them there; a new
+# PATCHDIR takes them from patches/), the shortlog and the diffstat become
+# the tree's.
 set -euo pipefail
 
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 CHECK=0
 if [ "${1:-}" = --check ]; then CHECK=1; shift; fi
 TREE=${1:?usage: export.sh [--check] TREE [PATCHDIR]}
-PATCHES=${2:-$TOP/patches}
+PATCHES=${2:-${QGA_PATCHES:-$TOP/patches}}
 
 [ -d "$TREE/.git" ] || [ -f "$TREE/.git" ] || {
     echo "export.sh: $TREE is not a working tree (run make tree)" >&2; exit 1; }
@@ -37,8 +38,10 @@ GIT_FORMAT=(-c core.abbrev=12 -c diff.algorithm=myers -c diff.renames=true
 # cover_text: patches/$COVER's subject (first line) and its text up to the
 # shortlog (the rest); nothing when there is no cover letter
 cover_text() {
-    [ -f "$TOP/patches/$COVER" ] || return 0
-    /usr/bin/python3 - "$TOP/patches/$COVER" <<'PY'
+    local from=$PATCHES/$COVER
+    [ -f "$from" ] || from=$TOP/patches/$COVER
+    [ -f "$from" ] || return 0
+    /usr/bin/python3 - "$from" <<'PY'
 import re
 import sys
 
@@ -93,7 +96,9 @@ export_to() {  # export_to DIR: write the patches, the series file and the cover
 
 if [ "$CHECK" = 0 ]; then
     export_to "$PATCHES"
-    [ "$PATCHES" != "$TOP/patches" ] || "$TOP/scripts/tree.sh" --record "$TREE"
+    # the tree now matches the series it is made from (make tree)
+    [ "$PATCHES" != "${QGA_PATCHES:-$TOP/patches}" ] ||
+        QGA_PATCHES=$PATCHES "$TOP/scripts/tree.sh" --record "$TREE"
     echo "export.sh: $(grep -c . "$PATCHES/series" || true) patch(es) in $PATCHES"
     exit 0
 fi

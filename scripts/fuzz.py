@@ -33,7 +33,7 @@ import sys
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TREE = os.path.join(TOP, "build", "qemu")
+TREE = os.environ.get("QGA_TREE", os.path.join(TOP, "build", "qemu"))
 BIN = os.path.join(TREE, "build-fuzz", "tests", "fuzz", "qga-channel-fuzz")
 # make fuzz-fast: LeakSanitizer only (QGA_FLAVOUR=fuzz-fast), for long runs
 BIN_FAST = os.path.join(TREE, "build-fuzz-fast", "tests", "fuzz",

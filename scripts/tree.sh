@@ -2,6 +2,8 @@
 # scripts/tree.sh DIR: make DIR a git working tree of the Debian qemu source
 # (debian/patches applied by dpkg-source), its base commit tagged 'upstream',
 # with patches/series applied on top with 'git am' (no fuzz, no 3-way).
+# QGA_BASE (default 10.0) chooses the base (scripts/source.sh) and
+# QGA_PATCHES the series (default patches/ of this checkout).
 #
 # An existing tree is left alone, except when patches/ changed since it was
 # applied (or last exported) and the tree holds no work of its own: then the
@@ -12,7 +14,8 @@ TOP=$(cd "$(dirname "$0")/.." && pwd)
 RECORD=0
 if [ "${1:-}" = --record ]; then RECORD=1; shift; fi   # the tree matches patches/ now
 DIR=${1:?usage: tree.sh [--record] DIR}
-SERIES=$TOP/patches/series
+PATCHDIR=${QGA_PATCHES:-$TOP/patches}
+SERIES=$PATCHDIR/series
 
 git_tree() { git -C "$DIR" -c user.name=qga-passthrough -c user.email=qga-passthrough@localhost "$@"; }
 
@@ -20,15 +23,15 @@ apply_series() {
     local p
     while read -r p; do
         case $p in ''|'#'*) continue ;; esac
-        git_tree am -q --keep-cr "$TOP/patches/$p" || {
+        git_tree am -q --keep-cr "$PATCHDIR/$p" || {
             git_tree am --abort || true
-            echo "tree.sh: patches/$p does not apply to $DIR" >&2
+            echo "tree.sh: $PATCHDIR/$p does not apply to $DIR" >&2
             exit 1
         }
     done < "$SERIES"
 }
 
-series_hash() { cat "$SERIES" $(sed -e '/^#/d' -e '/^$/d' -e "s|^|$TOP/patches/|" "$SERIES") | sha256sum | cut -d' ' -f1; }
+series_hash() { cat "$SERIES" $(sed -e '/^#/d' -e '/^$/d' -e "s|^|$PATCHDIR/|" "$SERIES") | sha256sum | cut -d' ' -f1; }
 STATE=$DIR/.git/qga-applied   # "<series hash> <HEAD after applying it>"
 
 record() { echo "$(series_hash) $(git -C "$DIR" rev-parse HEAD)" > "$STATE"; }

@@ -3,11 +3,12 @@
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 
 from harness import TOP, TREE, run
 
-PATCHES = os.path.join(TOP, "patches")
+PATCHES = os.environ.get("QGA_PATCHES", os.path.join(TOP, "patches"))
 EXPORT = os.path.join(TOP, "scripts", "export.sh")
 
 
@@ -82,6 +83,11 @@ def test_series_applies_to_pristine_tree():
 def test_reexport_is_byte_identical():
     tmp = tempfile.mkdtemp(prefix="qga-export-")
     try:
+        # the cover letter's text comes from the directory exported to
+        shutil.copy(os.path.join(PATCHES, "0000-cover-letter.patch"), tmp)
+        for extra in set(os.listdir(PATCHES)) - set(series()) - {
+                "series", "0000-cover-letter.patch"}:
+            shutil.copy(os.path.join(PATCHES, extra), tmp)
         run([EXPORT, TREE, tmp])
         want = sorted(os.listdir(PATCHES))
         got = sorted(os.listdir(tmp))
@@ -148,3 +154,75 @@ def test_cover_letter():
         title = re.sub(r"\n(?= )", "", subj.group(1))
         assert "\n  %s\n" % title in shortlog, \
             "%s is not in the cover letter's shortlog" % title
+
+
+# The two series, and where the second's differences are listed
+BASES = {"10.0": ("patches", os.path.join("build", "qemu")),
+         "10.2": ("patches-10.2", os.path.join("build", "qemu-10.2"))}
+DIFFERENCES = os.path.join(TOP, "patches-10.2", "DIFFERENCES")
+
+
+def base_tree(base):
+    """The working tree of @base's series, made (scripts/tree.sh) when
+    missing; the one under test when it is @base's."""
+    pdir, tree = (os.path.join(TOP, p) for p in BASES[base])
+    if os.path.realpath(pdir) == os.path.realpath(PATCHES):
+        return TREE
+    if not os.path.isdir(os.path.join(tree, ".git")):
+        env = dict(os.environ, QGA_BASE=base, QGA_PATCHES=pdir)
+        proc = subprocess.run([os.path.join(TOP, "scripts", "tree.sh"), tree],
+                              env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True,
+                              check=False)
+        assert proc.returncode == 0, proc.stdout
+    return tree
+
+
+def expected_differences():
+    """patches-10.2/DIFFERENCES: {patch number: why it differs}"""
+    want = {}
+    with open(DIFFERENCES, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r"^(\d{4})-\S+\.patch: (.+)$", line)
+            if m:
+                want[int(m.group(1))] = m.group(2)
+    return want
+
+
+def test_series_in_step():
+    """The 10.0 and 10.2 series hold the same patches in the same order,
+    and git range-diff between them shows a difference exactly where
+    patches-10.2/DIFFERENCES says the base requires one."""
+    trees = {b: base_tree(b) for b in BASES}
+    tmp = tempfile.mkdtemp(prefix="qga-range-diff-")
+    try:
+        repo = os.path.join(tmp, "r.git")
+        git("init", "-q", "--bare", repo, cwd=tmp)
+        # both trees' objects, without copying them
+        with open(os.path.join(repo, "objects", "info", "alternates"), "w",
+                  encoding="utf-8") as f:
+            for tree in trees.values():
+                f.write(os.path.join(os.path.abspath(tree), ".git",
+                                     "objects") + "\n")
+        ranges = []
+        for base, tree in trees.items():
+            for ref in ("upstream", "HEAD"):
+                sha = git("rev-parse", ref, cwd=tree).stdout.strip()
+                git("update-ref", "refs/%s/%s" % (base, ref), sha, cwd=repo)
+            ranges.append("refs/%s/upstream..refs/%s/HEAD" % (base, base))
+        out = git("-c", "core.abbrev=12", "range-diff", "--no-color",
+                  *ranges, cwd=repo).stdout
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    pairs = re.findall(r"^\s*(\d+|-):\s+\S+ ([=!<>]) \s*(\d+|-):", out, re.M)
+    assert pairs, out
+    unmatched = [p for p in pairs if p[1] in "<>" or p[0] != p[2]]
+    assert not unmatched, "the series are not in step:\n" + out
+    changed = {int(p[0]) for p in pairs if p[1] == "!"}
+    want = expected_differences()
+    assert changed == set(want), (
+        "patches that differ: %s; patches-10.2/DIFFERENCES lists: %s\n%s"
+        % (sorted(changed), sorted(want), out))
+    print("%d patches, %d identical, %d differ as listed (%s)"
+          % (len(pairs), len(pairs) - len(changed), len(changed),
+             ", ".join(str(n) for n in sorted(changed))))
