@@ -68,6 +68,8 @@ PKGS="$PKGS python3-sphinx python3-sphinx-rtd-theme"
 PKGS="$PKGS perl socat flake8 isort mypy pylint"
 # make bench: the report's plots
 PKGS="$PKGS python3-matplotlib"
+# tests/test_libvirt.py: libvirtd and virsh (no service is started)
+PKGS="$PKGS libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients"
 # the fuzz target (clang with libFuzzer and the sanitizer runtimes)
 PKGS="$PKGS clang libclang-rt-14-dev"
 
