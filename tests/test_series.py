@@ -179,14 +179,18 @@ def base_tree(base):
 
 
 def expected_differences():
-    """patches-10.2/DIFFERENCES: {patch number: why it differs}"""
-    want = {}
+    """patches-10.2/DIFFERENCES: ({10.2 patch number: why it differs},
+    {numbers of 10.0 patches that 10.2 does without})"""
+    want, dropped = {}, set()
     with open(DIFFERENCES, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r"^(\d{4})-\S+\.patch: (.+)$", line)
-            if m:
-                want[int(m.group(1))] = m.group(2)
-    return want
+        text = f.read()
+    for m in re.finditer(r"^(\d{4})-\S+\.patch: (.+)$", text, re.M):
+        want[int(m.group(1))] = m.group(2)
+    for m in re.finditer(r"^Dropped on 10\.2 \(no counterpart\): "
+                         r"((?:10\.0's\s+\d{4}-\S+\.patch,?\s*)+)", text, re.M):
+        dropped |= {int(n) for n in re.findall(r"10\.0's\s+(\d{4})-",
+                                               m.group(1))}
+    return want, dropped
 
 
 def test_series_in_step():
@@ -216,13 +220,22 @@ def test_series_in_step():
         shutil.rmtree(tmp, ignore_errors=True)
     pairs = re.findall(r"^\s*(\d+|-):\s+\S+ ([=!<>]) \s*(\d+|-):", out, re.M)
     assert pairs, out
-    unmatched = [p for p in pairs if p[1] in "<>" or p[0] != p[2]]
-    assert not unmatched, "the series are not in step:\n" + out
-    changed = {int(p[0]) for p in pairs if p[1] == "!"}
-    want = expected_differences()
+    want, dropped = expected_differences()
+    # 10.0's patch N is 10.2's N minus the dropped patches before it
+    bad = [p for p in pairs
+           if (p[1] == "<" and int(p[0]) not in dropped) or p[1] == ">"
+           or (p[1] in "=!" and int(p[2]) != int(p[0]) - len(
+               [d for d in dropped if d < int(p[0])]))]
+    assert not bad, "the series are not in step:\n" + out
+    gone = {int(p[0]) for p in pairs if p[1] == "<"}
+    assert gone == dropped, "DIFFERENCES says %s are dropped, range-diff " \
+        "%s:\n%s" % (sorted(dropped), sorted(gone), out)
+    changed = {int(p[2]) for p in pairs if p[1] == "!"}
     assert changed == set(want), (
         "patches that differ: %s; patches-10.2/DIFFERENCES lists: %s\n%s"
         % (sorted(changed), sorted(want), out))
-    print("%d patches, %d identical, %d differ as listed (%s)"
-          % (len(pairs), len(pairs) - len(changed), len(changed),
-             ", ".join(str(n) for n in sorted(changed))))
+    print("%d patches of 10.0: %d identical on 10.2, %d differ as listed "
+          "(%s), %d dropped (%s)"
+          % (len(pairs), len(pairs) - len(changed) - len(gone), len(changed),
+             ", ".join(str(n) for n in sorted(changed)), len(gone),
+             ", ".join(str(n) for n in sorted(gone))))
