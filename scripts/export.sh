@@ -22,6 +22,9 @@ CHECK=0
 if [ "${1:-}" = --check ]; then CHECK=1; shift; fi
 TREE=${1:?usage: export.sh [--check] TREE [PATCHDIR]}
 PATCHES=${2:-${QGA_PATCHES:-$TOP/patches}}
+# git format-patch -o runs in TREE: make a relative PATCHDIR absolute
+case $PATCHES in /*) ;; *) PATCHES=$PWD/$PATCHES ;; esac
+NAME=$(basename "$PATCHES")/
 
 [ -d "$TREE/.git" ] || [ -f "$TREE/.git" ] || {
     echo "export.sh: $TREE is not a working tree (run make tree)" >&2; exit 1; }
@@ -115,7 +118,7 @@ trap 'rm -rf "$tmp"' EXIT
 export_to "$tmp"
 missing=$(comm -23 <(sort "$tmp/series") <(sort "$PATCHES/series" 2>/dev/null || true))
 if [ -n "$missing" ]; then
-    echo "export-check: commits of $TREE that patches/ does not hold:"
+    echo "export-check: commits of $TREE that $NAME does not hold:"
     printf '%s\n' "$missing" | sed 's/^/    /'
     status=1
 fi
@@ -127,21 +130,21 @@ if [ -n "$extra" ]; then
 fi
 for p in $(comm -12 <(sort "$tmp/series") <(sort "$PATCHES/series" 2>/dev/null || true)); do
     if ! cmp -s "$tmp/$p" "$PATCHES/$p"; then
-        echo "export-check: patches/$p differs from its commit in $TREE"
+        echo "export-check: $NAME$p differs from its commit in $TREE"
         status=1
     fi
 done
 if [ -f "$tmp/$COVER" ] && ! cmp -s "$tmp/$COVER" "$PATCHES/$COVER"; then
-    echo "export-check: patches/$COVER's shortlog or diffstat is not the tree's"
+    echo "export-check: $NAME$COVER's shortlog or diffstat is not the tree's"
     status=1
 fi
 if ! cmp -s "$tmp/series" "$PATCHES/series"; then
-    [ "$status" = 1 ] || echo "export-check: patches/series is not in the order of $TREE's commits"
+    [ "$status" = 1 ] || echo "export-check: ${NAME}series is not in the order of $TREE's commits"
     status=1
 fi
 if [ "$status" = 0 ]; then
-    echo "export-check: patches/ holds every commit of $TREE, and it has no uncommitted changes"
+    echo "export-check: $NAME holds every commit of $TREE, and it has no uncommitted changes"
 else
-    echo "export-check: run 'make export' (after committing) to bring patches/ up to date"
+    echo "export-check: run 'make export' (after committing) to bring $NAME up to date"
 fi
 exit "$status"

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from harness import (BOOT_TIMEOUT, GUESTS, KERNEL_APPEND, QEMU,
-                     REPLY_TIMEOUT, tree_version)
+                     REPLY_TIMEOUT, tree_version, wait_for)
 
 LIBVIRTD = "/usr/sbin/libvirtd"
 VIRSH = "/usr/bin/virsh"
@@ -219,18 +219,6 @@ class Libvirtd:
             self.proc.wait(timeout=DAEMON_TIMEOUT)
 
 
-def poll(what, func, timeout):
-    """func() until it returns something true, or fail after @timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = func()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "%s: not within %.0f s" % (
-            what, timeout)
-        time.sleep(0.2)
-
-
 def kill_qemu(pid):
     """Kill the domain's QEMU (by pid) if it outlived the daemon."""
     try:
@@ -279,7 +267,8 @@ def test_libvirt_qemu_monitor_command():
             return state if state["synced"] else None
 
         try:
-            state = poll("query-guest-agent synced", synced, BOOT_TIMEOUT)
+            state = wait_for(synced, BOOT_TIMEOUT,
+                             "no query-guest-agent synced", interval=0.2)
         except AssertionError:
             with open(console, encoding="utf-8", errors="replace") as f:
                 raise AssertionError("agent not synced; console:\n%s"
@@ -298,7 +287,8 @@ def test_libvirt_qemu_monitor_command():
             status = daemon.qmp("guest-exec-status", {"pid": pid})
             return status if status["exited"] else None
 
-        status = poll("guest-exec-status exited", exited, REPLY_TIMEOUT)
+        status = wait_for(exited, REPLY_TIMEOUT, "guest-exec never exited",
+                          interval=0.2)
         assert status["exitcode"] == 0, status
         out = base64.b64decode(status["out-data"])
         assert out == b"hello from libvirt\n", status

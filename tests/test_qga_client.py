@@ -38,8 +38,8 @@ def test_qga_client_over_qmp():
         assert info.startswith("version: %s\n" % tree_version()), info
         assert "guest-exec" in info.split("enabled:")[1], info
         assert "qga-mini" in ok(qmp, "cat", "/etc/os-release")
-        assert "lo:\n\tinet 127.0.0.1  netmask 255.0.0.0" in ok(qmp,
-                                                               "ifconfig")
+        ifconfig = ok(qmp, "ifconfig")
+        assert "lo:\n\tinet 127.0.0.1  netmask 255.0.0.0" in ifconfig, ifconfig
         assert ok(qmp, "fsfreeze", "status").strip() == "thawed"
 
         # QEMU would thaw when the client exits: the client runs a
