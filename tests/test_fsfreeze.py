@@ -97,7 +97,8 @@ def round_trip(g, pid, timeout=REPLY_TIMEOUT):
     start = len(g.console())
     g.shell("read -r a b s c < /proc/%d/stat 2>/dev/null || s=gone; "
             "echo probe-%s''%s:$s" % (pid, token[:6], token[6:]))
-    pattern = re.compile(r"probe-%s:(\w+)" % token)
+    # up to the end of the line, which may still be arriving
+    pattern = re.compile(r"probe-%s:(\w+)[\r\n]" % token)
     deadline = time.monotonic() + timeout
     while True:
         m = pattern.search(g.console(), start)

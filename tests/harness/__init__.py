@@ -401,7 +401,9 @@ class Guest:
         start = len(self.console())
         self.shell(command)
         self.shell("echo done-%s''%s:$?:$!" % (token[:6], token[6:]))
-        pattern = re.compile(r"done-%s:(\d+):(\d*)" % token)
+        # up to the end of the line: the console may be read while the
+        # line is still arriving, with $! cut short
+        pattern = re.compile(r"done-%s:(\d+):(\d*)[\r\n]" % token)
         deadline = time.monotonic() + timeout
         while True:
             m = pattern.search(self.console(), start)
