@@ -779,6 +779,41 @@ def test_hostile_large_replies():
         h.attack("large", LARGE, large, wait="synced")
 
 
+# keys N: a reply to guest-ping whose return has N members with keys that
+# all fall into one of QDict's 512 buckets: characters 2, 3, 4 and 7 of
+# an 8-character key don't change tdb_hash() modulo 512
+COLLIDE = r"""
+keys() {
+    { printf '{"return": {'
+      awk -v n="$1" 'BEGIN {
+          a = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+          for (i = 0; i < n; i++) {
+              printf "%s\"aa%s%s%saa%s\": 0", (i ? ", " : ""),
+                  substr(a, i % 62 + 1, 1), substr(a, int(i / 62) % 62 + 1, 1),
+                  substr(a, int(i / 3844) % 62 + 1, 1),
+                  substr(a, int(i / 238328) % 62 + 1, 1)
+          }
+      }'
+      printf '}, "id": %s}\n' $id; } >&3
+}
+h() { keys 40000; }
+serve h
+"""
+
+
+def test_hostile_colliding_keys():
+    """A reply whose object has 40,000 members that all fall into one
+    QDict bucket costs QEMU no more than any reply of its size: the
+    guest-ping is answered and the other monitors are not stalled (a
+    bucket walked per member stalled the main loop for 15 s)."""
+    with Hostile() as h:
+        def colliding(h):
+            r = h.request("guest-ping", timeout_ms=30000)
+            check_return(r, 30000, {})
+
+        h.attack("colliding", COLLIDE, colliding, wait="synced")
+
+
 SMALL = BIG_REPLY + r"""
 h() {
     case $N in
