@@ -206,6 +206,16 @@ MUTANTS = [
      "    QTAILQ_FOREACH_REVERSE(entry, &qdict->entries, next) {",
      "    QTAILQ_FOREACH(entry, &qdict->entries, next) {",
      ["u:check-qdict"]),
+    ("perf: QMP handles what it read after suspending", "monitor/qmp.c",
+     "    if (qatomic_read(&mon->common.suspend_cnt) ||\n"
+     "        !g_queue_is_empty(mon->pending)) {",
+     "    if (0) {", ["q:pipelined"]),
+    ("perf: QMP keeps what a client sent before it disconnected",
+     "monitor/qmp.c",
+     "        monitor_qmp_drop_pending(mon);\n"
+     "        monitor_qmp_cleanup_queue_and_resume(mon);",
+     "        monitor_qmp_cleanup_queue_and_resume(mon);",
+     ["q:pipelined-orphaned"]),
     ("clients: reply size as QMP sends it not checked", QGA,
      "    if (size > s->max_reply_size) {", "    if (0) {",
      ["q:reencoded-size", "e:test_hostile_large_replies"]),
