@@ -186,9 +186,29 @@ MUTANTS = [
      "        if (s->discard || (s->emitted && (!req || req->id >= 0))) {",
      ["e:test_hostile_malformed_replies"]),
     ("perf: plain runs take quotes", "qobject/json-lexer.c",
-     "        if (HAS_LESS(w, 0x20) || HAS_MORE_7E(w) || HAS_BYTE(w, '\"')\n",
-     "        if (HAS_LESS(w, 0x20) || HAS_MORE_7E(w)\n",
+     "    bad = (v < 0x20) | (v == 0x7f) | (v == '\"') | (v == '\\\\')\n",
+     "    bad = (v < 0x20) | (v == 0x7f) | (v == '\\\\')\n",
      ["u:check-qjson"]),
+    ("perf: plain runs take '%' (interpolation)", "qobject/json-lexer.c",
+     "        | (v == '\\'') | (v == '%');\n", "        | (v == '\\'');\n",
+     ["u:check-qjson"]),
+    ("perf: a reset parser keeps the tokens of a message",
+     "qobject/json-streamer.c",
+     "    json_lexer_reset(&parser->lexer, TOKEN_BUFFER_KEEP);\n"
+     "    parser->brace_count = 0;\n"
+     "    parser->bracket_count = 0;\n"
+     "    json_message_free_tokens(parser);\n",
+     "    json_lexer_reset(&parser->lexer, TOKEN_BUFFER_KEEP);\n"
+     "    parser->brace_count = 0;\n"
+     "    parser->bracket_count = 0;\n",
+     ["u:check-qjson"]),
+    ("perf: a reset parser keeps a large token's buffer",
+     "qobject/json-lexer.c",
+     "    if (lexer->token->allocated_len > keep) {", "    if (0) {",
+     ["u:check-qjson"]),
+    ("perf: the channel's parser is not reset", QGA,
+     "    json_message_parser_reset(&s->parser);\n    s->reply_bytes = 0;",
+     "    s->reply_bytes = 0;", ["q:sync-reply-bounded"]),
     ("perf: emptied QDict buckets stay marked in use", "qobject/qdict.c",
      "                clear_bit(bucket, qdict->index->used);",
      "                (void)bucket;",
