@@ -17,8 +17,10 @@ Don't build in build/qemu while this runs: it edits the tree's sources.
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -310,8 +312,16 @@ def run_test(test):
         cmd = ["timeout", "300", "/usr/bin/python3",
                os.path.join(TOP, "tests", "run.py"), "-k", name]
         cwd = TOP
-    r = subprocess.run(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, check=False)
+    # A mutant may make a test hang until `timeout` kills it, which
+    # leaves no chance to clean up: give each run a TMPDIR of its own
+    # (g_dir_make_tmp() and the harness's tempfile use it) and remove it
+    tmp = tempfile.mkdtemp(prefix="qga-mutant-")
+    try:
+        r = subprocess.run(cmd, cwd=cwd, env=dict(env(), TMPDIR=tmp),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, check=False)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if kind == "e" and "0 passed" in r.stdout.splitlines()[-1:]:
         return False
     return r.returncode == 0
