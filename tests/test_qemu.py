@@ -13,9 +13,13 @@ counts a TAP "ok N ... # SKIP" as a pass).
 
 import os
 import re
+import shutil
+import socket
 import subprocess
+import tempfile
+import threading
 
-from harness import BUILD, QEMU
+from harness import BUILD, QEMU, REPLY_TIMEOUT, strict_json
 
 
 def tap_skips(out):
@@ -101,6 +105,100 @@ def test_unit_qga():
 
 def test_qtest_qmp():
     meson_test("qtest-x86_64/qmp-test")
+
+
+class _Lines:
+    """JSON lines from a unix socket, one at a time."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(REPLY_TIMEOUT)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def next(self):
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            assert chunk, "QEMU closed the monitor"
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return strict_json(line)
+
+    def execute(self, name):
+        """Run @name; returns the messages that came before its reply."""
+        self.sock.sendall(b'{"execute": "%s"}\n' % name.encode())
+        before = []
+        while True:
+            msg = self.next()
+            if "return" in msg or "error" in msg:
+                assert "return" in msg, msg
+                return before
+            before.append(msg)
+
+
+def test_qmp_greeting_first_on_reconnect():
+    """A client that connects gets the greeting first, and no event
+    before qmp_capabilities, also while another monitor makes QEMU send
+    events all the time and the monitor's previous client just left
+    (the monitor runs in the monitor I/O thread, events come from the
+    main loop).  Upstream QEMU 10.0 sent an event first on about 3 % of
+    such connections."""
+    tmp = tempfile.mkdtemp(prefix="qga-greeting-")
+    paths = [os.path.join(tmp, "m%d" % i) for i in (1, 2)]
+    args = [QEMU, "-M", "none", "-display", "none", "-nodefaults"]
+    for i, path in enumerate(paths):
+        args += ["-chardev", "socket,id=m%d,path=%s,server=on,wait=off"
+                 % (i, path), "-mon", "chardev=m%d,mode=control" % i]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+    stop = threading.Event()
+    emitted = []
+
+    def emit(client):
+        try:
+            while not stop.is_set():
+                for cmd in ("stop", "cont"):
+                    client.execute(cmd)
+                emitted.append(2)
+        except Exception as e:  # pylint: disable=broad-except
+            emitted.append(e)
+
+    try:
+        first = None
+        for _ in range(int(REPLY_TIMEOUT * 10)):
+            try:
+                first = _Lines(paths[0])
+                break
+            except OSError:
+                stop.wait(0.1)
+        assert first, "QEMU's monitor never listened"
+        first.next()
+        first.execute("qmp_capabilities")
+        thread = threading.Thread(target=emit, args=(first,), daemon=True)
+        thread.start()
+        bad = []
+        for n in range(3000):
+            client = _Lines(paths[1])
+            greeting = client.next()
+            early = client.execute("qmp_capabilities")
+            if "QMP" not in greeting or early:
+                bad.append((n, greeting, early))
+            client.execute("query-status")
+            client.sock.close()
+        stop.set()
+        thread.join(REPLY_TIMEOUT)
+        errors = [e for e in emitted if isinstance(e, Exception)]
+        assert not errors, errors
+        assert sum(emitted) >= 100, "only %d events were sent" % sum(emitted)
+        assert not bad, "%d of 3000 connections got something before the " \
+            "greeting or an event before qmp_capabilities, first: %r" % (
+                len(bad), bad[:3])
+        print("3000 connections, each got the greeting first; %d events "
+              "meanwhile" % sum(emitted))
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(REPLY_TIMEOUT)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_qtest_qga_passthrough():
