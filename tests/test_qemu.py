@@ -8,7 +8,9 @@ output visitor (test-qobject-output-visitor), chardev
 (test-char), qemu-ga (test-qga) and virtio-serial (the virtio-serial paths
 of qos-test).  A check fails when meson reports a failure, when the test
 did not actually run, or when any of its TAP subtests was skipped (meson
-counts a TAP "ok N ... # SKIP" as a pass).
+counts a TAP "ok N ... # SKIP" as a pass).  One check of its own runs QMP
+end to end: a client that reconnects while events flow gets the greeting
+first.
 """
 
 import os
