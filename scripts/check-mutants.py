@@ -27,7 +27,7 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TREE = os.environ.get("QGA_TREE", os.path.join(TOP, "build", "qemu"))
 MUT = os.path.join(TREE, "build-mut")
 QTEST = "tests/qtest/qga-passthrough-test"
-UNITS = ["check-qjson", "check-qdict"]
+UNITS = ["check-qjson", "check-qdict", "test-char"]
 TARGETS = ["qemu-system-x86_64", QTEST] + ["tests/unit/" + u for u in UNITS]
 
 QGA = "chardev/char-qga.c"
@@ -234,6 +234,11 @@ MUTANTS = [
      "    QTAILQ_FOREACH_REVERSE(entry, &qdict->entries, next) {",
      "    QTAILQ_FOREACH(entry, &qdict->entries, next) {",
      ["u:check-qdict"]),
+    ("other threads write to a new client before its frontend is told",
+     "chardev/char-socket.c",
+     "        (!s->opening || qemu_thread_is_self(&s->opening_thread));",
+     "        (!s->opening || true);",
+     ["u:test-char", "e:test_qmp_greeting_first_on_reconnect"]),
     ("perf: QMP handles what it read after suspending", "monitor/qmp.c",
      "    if (qatomic_read(&mon->common.suspend_cnt) ||\n"
      "        !g_queue_is_empty(mon->pending)) {",
