@@ -27,14 +27,16 @@ TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TREE = os.environ.get("QGA_TREE", os.path.join(TOP, "build", "qemu"))
 MUT = os.path.join(TREE, "build-mut")
 QTEST = "tests/qtest/qga-passthrough-test"
+QMP_TEST = "tests/qtest/qmp-test"
 UNITS = ["check-qjson", "check-qdict", "test-char"]
-TARGETS = ["qemu-system-x86_64", QTEST] + ["tests/unit/" + u for u in UNITS]
+TARGETS = ["qemu-system-x86_64", QTEST, QMP_TEST] + ["tests/unit/" + u
+                                                    for u in UNITS]
 
 QGA = "chardev/char-qga.c"
 
 # name, file, text, replacement, tests: "q:PATH" is a qga-passthrough-test
-# path, "u:NAME" a unit test of UNITS, "e:NAME" a check of tests/run.py (end
-# to end, with the tiny guest)
+# path, "m:PATH" a qmp-test path, "u:NAME" a unit test of UNITS, "e:NAME" a
+# check of tests/run.py (end to end, with the tiny guest)
 MUTANTS = [
     ("no guest-sync when the port opens", QGA,
      "        qga_start_sync(s, QGA_SYNC_RETRY_MIN_MS,\n"
@@ -239,6 +241,18 @@ MUTANTS = [
      "        (!s->opening || qemu_thread_is_self(&s->opening_thread));",
      "        (!s->opening || true);",
      ["u:test-char", "e:test_qmp_greeting_first_on_reconnect"]),
+    ("perf: a plain string token becomes a string with its quote",
+     "qobject/json-parser.c",
+     "        return qstring_from_len(ptr, run);",
+     "        return qstring_from_len(ptr, limit - ptr);",
+     ["u:check-qjson"]),
+    ("perf: a response is handed over while output is queued",
+     "monitor/monitor.c",
+     "    if (mon->outbuf->len) {\n"
+     "        g_string_append_len(mon->outbuf, out->str, out->len);",
+     "    if (0) {\n"
+     "        g_string_append_len(mon->outbuf, out->str, out->len);",
+     ["m:queued-output"]),
     ("perf: QMP handles what it read after suspending", "monitor/qmp.c",
      "    if (qatomic_read(&mon->common.suspend_cnt) ||\n"
      "        !g_queue_is_empty(mon->pending)) {",
@@ -309,6 +323,10 @@ def run_test(test):
     if kind == "q":
         cmd = ["timeout", "60", os.path.join(MUT, QTEST), "-p",
                "/x86_64/qga-passthrough/" + name]
+        cwd = MUT
+    elif kind == "m":
+        cmd = ["timeout", "60", os.path.join(MUT, QMP_TEST), "-p",
+               "/x86_64/qmp/" + name]
         cwd = MUT
     elif kind == "u":
         cmd = ["timeout", "60", os.path.join(MUT, "tests", "unit", name)]
