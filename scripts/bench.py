@@ -27,6 +27,14 @@ clients x 500 guest-pings at once (each reply's id must be its client's
 own; then guest-file-seek with a unique offset per request, whose reply
 says which request it answers); QEMU's RSS before/after many commands.
 
+Placement: on a host with as few cores as QEMU has busy threads, the
+file-read ratios depend on which CPUs the scheduler gives the client and
+QEMU's threads.  A socket client that wakes up for every buffer slows the
+main loop's draining of the port, so the guest's buffers reach QEMU in
+larger batches and the guest takes fewer used-buffer interrupts, which
+cost a TCG guest tens of microseconds each.  --client-cpu pins the client
+(the same for every path).
+
 A latency is taken when the reply's line is complete, before it is parsed.
 Prints a table with the ratios and writes build/bench/report.md,
 build/bench/results.json and PNG plots.  A benchmark, not a test: it
@@ -780,6 +788,9 @@ class Bench:
                   ("RSS", self.bench_rss),
                   ("guest-file-read", self.bench_reads)]
         self.start()
+        if self.opts.client_cpu is not None:
+            # After QEMU started, so that only the client is pinned
+            os.sched_setaffinity(0, {self.opts.client_cpu})
         self.res["phases_s"] = {}
         counters = ("timeouts", "invalid-replies", "stale-replies")
         before = self.qmp.cmd("query-guest-agent")
@@ -1151,6 +1162,11 @@ def main():
     ap.add_argument("--memory", type=int, default=512,
                     help="guest RAM, MiB (512: qemu-ga needs ~5x the chunk "
                     "for the largest read; 0: the harness's 256)")
+    ap.add_argument("--client-cpu", type=int, metavar="CPU",
+                    help="pin the client (this process, once QEMU runs) to "
+                    "host CPU number CPU; default: let the scheduler place "
+                    "it.  On a small host the file-read ratios depend on "
+                    "where the client runs: see 'Placement' above")
     ap.add_argument("--replot", action="store_true",
                     help="no benchmark: redo the tables, report and plots "
                     "from build/bench/results.json")
