@@ -3,7 +3,8 @@
 QMP (qmp-test with its OOB test, qmp-cmd-test), the QAPI generator's schema
 regression tests, the QMP dispatcher unit test (test-qmp-cmds), the QObject
 input visitor (test-qobject-input-visitor), the JSON lexer, parser and
-writer (check-qjson), QDict (check-qdict, check-block-qdict), the QObject
+writer (check-qjson), QString (check-qstring), QDict (check-qdict,
+check-block-qdict), the QObject
 output visitor (test-qobject-output-visitor), chardev
 (test-char), qemu-ga (test-qga) and virtio-serial (the virtio-serial paths
 of qos-test).  A check fails when meson reports a failure, when the test
@@ -81,6 +82,11 @@ def test_unit_check_qjson():
     """The JSON parser that reads the guest agent's output (its duplicate
     key case leaks under LeakSanitizer without the series' fix)."""
     meson_test("check-qjson")
+
+
+def test_unit_check_qstring():
+    """QString, with the series' qstring_from_len()."""
+    meson_test("check-qstring")
 
 
 def test_unit_check_qdict():
