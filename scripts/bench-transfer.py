@@ -126,9 +126,10 @@ def main():
     if not shutil.which("perf"):
         sys.exit("bench-transfer: needs perf: apt-get install linux-perf")
     size = opts.kib * bench.KiB
+    # the file must be larger than the clamp (about 6 MiB)
+    file_mib = max(8, 4 * opts.kib // 1024 + 1)
     bopts = argparse.Namespace(
-        calls=1, rounds=1, reads="1,1,1,1", file_mib=max(8, 4 * opts.kib
-                                                          // 1024 + 1),
+        calls=1, rounds=1, reads="1,1,1,1", file_mib=file_mib,
         probe_seconds=1, clients=1, client_calls=1, rss_commands=1,
         flush_sync=False, scale=1.0, memory=512, replot=False,
         client_cpu=opts.client_cpu)
