@@ -24,6 +24,7 @@ buffer by a few microseconds, on both paths alike.
 """
 
 import argparse
+import errno
 import os
 import re
 import shutil
@@ -70,6 +71,22 @@ def add_probes():
 def remove_probes(added):
     for name in added:
         perf("probe", "-q", "-d", "%s:%s" % (GROUP, name), check=False)
+
+
+def open_ctl(path, rec):
+    """Open perf record's control fifo for writing once perf has it open
+    (without a reader, a non-blocking open fails with ENXIO); give up if
+    perf exits or takes more than 30 s."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            if e.errno != errno.ENXIO:
+                raise
+        if rec.poll() is not None or time.monotonic() > deadline:
+            sys.exit("bench-transfer: perf record did not start")
+        time.sleep(0.01)
 
 
 def parse(script):
@@ -150,14 +167,23 @@ def main():
             for _ in range(2):
                 b.read_once(p, size)
         added = add_probes()
-        rec = subprocess.Popen(["perf", "record", "-q", "-o", data, "-e",
-                                "%s:*" % GROUP, "-p", str(b.pid)],
+        # perf starts with its events disabled (-D -1) and acknowledges
+        # the "enable" command once they are on
+        ctl, ack = os.path.join(tmp, "ctl"), os.path.join(tmp, "ack")
+        os.mkfifo(ctl)
+        os.mkfifo(ack)
+        rec = subprocess.Popen(["perf", "record", "-q", "-o", data, "-D",
+                                "-1", "--control=fifo:%s,%s" % (ctl, ack),
+                                "-e", "%s:*" % GROUP, "-p", str(b.pid)],
                                stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-        # perf record has attached once it created its output
-        deadline = time.monotonic() + 30
-        while not os.path.exists(data) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        cfd = open_ctl(ctl, rec)
+        with os.fdopen(cfd, "w", encoding="ascii") as c, \
+                open(ack, encoding="ascii") as a:
+            c.write("enable\n")
+            c.flush()
+            if a.readline().strip() != "ack":
+                sys.exit("bench-transfer: perf record did not start")
         for r in range(opts.n):
             for p in (("socket", "qmp") if r % 2 else ("qmp", "socket")):
                 lat[p].append(b.read_once(p, size))
