@@ -849,6 +849,7 @@ def tables(res):
     def med(name, p):
         return sm[name][p]["median"]
     bare = med("guest-ping", "qmp-bare")
+    bare_p99 = sm["guest-ping"]["qmp-bare"]["p99"]
     rows = []
     for name in ("guest-ping", "guest-info"):
         q = sm[name]["qmp"]
@@ -857,10 +858,13 @@ def tables(res):
                      "%.2f" % (q["median"] / med(name, "socket+sync")),
                      "%.2f" % (q["median"] / (med(name, "socket") + bare)),
                      "%.2f" % (q["p99"] / (med(name, "socket") + bare)),
+                     "%.2f" % (q["p99"] / (sm[name]["socket"]["p99"]
+                                           + bare_p99)),
                      ms(q["median"] - med(name, "socket") - bare)])
     out.append(("Ratios of the passthrough (c), medians unless said",
                 ["command", "(c)/(a)", "(c)/(b)", "(c)/((a)+(d))",
-                 "p99(c)/((a)+(d))", "(c)-(a)-(d), ms"], rows))
+                 "p99(c)/((a)+(d))", "p99(c)/(p99(a)+p99(d))",
+                 "(c)-(a)-(d), ms"], rows))
 
     rd = res["reads"]
     rows = []
